@@ -54,7 +54,9 @@ class _D4RLEnv:
     note: str = ""  # what differs from plain -v5, for the line make_env prints
 
 
-# D4RL's data came from gym's v2 environments on mujoco-py (d4rl/gym_mujoco/gym_envs.py).
+# D4RL's data came from gym's v2 environments on mujoco-py (d4rl/gym_mujoco/gym_envs.py). One
+# difference remains: on the step where Hopper, Walker2d or Ant falls, v5 gives no survival bonus
+# (v2 gave 1), so an episode that ends by falling scores 1 less.
 _D4RL_ENVS = {
     "halfcheetah": _D4RLEnv("HalfCheetah", 17, 6, -280.178953, 12135.0),
     "hopper": _D4RLEnv("Hopper", 11, 3, -20.272305, 3234.3),
@@ -284,7 +286,8 @@ def load_d4rl_buffer(spec: str, env: gymnasium.Env | None = None) -> ReplayBuffe
     not a terminal. Without next_observations in the file, a row's next observation is the next
     row's, so the last row of each episode (a timeout) and the file's last row are dropped, like
     qlearning_dataset does (a terminal row keeps the next row as obs_next, which the terminal
-    flag masks). With next_observations every row is kept. The last kept transition of an episode
+    flag masks). With next_observations every row is kept, and an episode also ends where the next
+    row does not start from this row's next observation. The last kept transition of an episode
     that did not terminate gets ``truncated=True``, so ``done`` marks every episode end.
     With ``env``, the observation and action sizes must match it.
     """
@@ -358,6 +361,8 @@ def _check_rows(rows: dict[str, np.ndarray], source: str) -> None:
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{key} {n}" for key, n in lengths.items())
         raise UserInputError(f"the arrays in {source} have different lengths: {listed} rows")
+    if len(rows["observations"]) == 0:
+        raise UserInputError(f"{source} has no rows")
     next_shape = rows["next_observations"].shape if "next_observations" in rows else None
     if next_shape is not None and next_shape != rows["observations"].shape:
         raise UserInputError(
