@@ -28,12 +28,14 @@ File attributes: ``format`` = "tianshou-offline-atari", ``version`` = 1, ``stack
 ``source`` ("atari_qrdqn", "rl_unplugged", ...), ``size`` (N), ``created`` (UTC time), plus
 free-form provenance given to the writer (strings and numbers as is, anything else as JSON).
 
-Storage: datasets are chunked (1024 frames = 7 MB a chunk) and uncompressed by default.
-Measured on the 2-core dev machine (100k real Breakout frames, 706 MB): reading the frames
-takes 0.23 s from the page cache (about 2.5 s for 1M transitions) and the disk reads 626 MB/s
-cold (about 11 s for the 7 GB of a 1M buffer); gzip level 1 shrinks Breakout 50x but costs
-about 11 s of inflating per 1M frames on reading and 5x the writing time, so it is an opt-in
-(``AtariBufferWriter(..., compression="gzip")``) for archiving; the reader handles both.
+Storage: datasets are chunked (1024 frames = 7 MB a chunk) and uncompressed by default, which
+reads fastest. Measured with ``load_atari_buffer`` on a 200k-transition file of real Breakout
+frames (1.4 GB) on the shared 2-core dev machine: 1.8-2.0 s with the file in the page cache
+(=> about 10 s for a 1M buffer, 7 GB) and 5.8 s with it evicted (disk reads, => about 30 s
+for 1M); the time goes into reading and first-touching the memory, not into HDF5. gzip level 1
+shrinks Breakout frames 70x but loads at about 30 s per 1M transitions even from the page cache
+(inflating on one core) and writes 4x slower, so it is only an opt-in for archiving
+(``AtariBufferWriter(..., compression="gzip")``); the reader handles both.
 
 How frames become stacked observations (Tianshou 2.0 ``ReplayBuffer``)
 ---------------------------------------------------------------------
