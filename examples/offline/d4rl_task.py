@@ -1,0 +1,123 @@
+"""What the four ``d4rl_*.py`` scripts share beyond training: task arguments, the dataset,
+evaluation environments with the same observation normalisation, and train-or-watch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from safe_io import UserInputError
+from d4rl_data import load_d4rl_buffer, make_env, normalize_obs, normalized_score
+from tianshou.algorithm.algorithm_base import Algorithm
+from tianshou.data import Collector, CollectStats, ReplayBuffer
+from tianshou.env import BaseVectorEnv, DummyVectorEnv, VectorEnvNormObs
+from tianshou.utils import RunningMeanStd
+from training import OfflineRun, load_policy, make_log_path
+
+# D4RL's own default pairing: --task picks the evaluation environment, --expert-data-task the data.
+DEFAULT_TASK = "HalfCheetah-v2"
+DEFAULT_DATASET = "halfcheetah-expert-v2"
+
+
+def add_d4rl_args(
+    parser: argparse.ArgumentParser, *, hidden_sizes: list[int], norm_obs: int = 0
+) -> None:
+    parser.add_argument(
+        "--task",
+        default=DEFAULT_TASK,
+        help="evaluation environment; D4RL's -v2/-v3 MuJoCo names map to gymnasium's -v5",
+    )
+    parser.add_argument(
+        "--expert-data-task",
+        default=DEFAULT_DATASET,
+        help="a D4RL dataset name, a path to a D4RL-format .hdf5 file, or minari:<dataset id>",
+    )
+    parser.add_argument("--hidden-sizes", type=int, nargs="*", default=hidden_sizes)
+    parser.add_argument(
+        "--norm-obs",
+        type=int,
+        choices=(0, 1),
+        default=norm_obs,
+        help="1: normalise observations with the dataset's mean/std (also at evaluation)",
+    )
+    parser.add_argument("--gamma", type=float, default=0.99)
+
+
+@dataclass
+class EnvSpec:
+    """Sizes of the evaluation environment, for building networks."""
+
+    env: gym.Env
+    obs_dim: int
+    act_dim: int
+    max_action: float
+
+
+def make_env_spec(task: str) -> EnvSpec:
+    env = make_env(task)
+    assert isinstance(env.action_space, gym.spaces.Box), "continuous actions expected"
+    return EnvSpec(
+        env=env,
+        obs_dim=int(np.prod(env.observation_space.shape)),
+        act_dim=int(np.prod(env.action_space.shape)),
+        max_action=float(env.action_space.high[0]),
+    )
+
+
+def load_dataset(
+    args: argparse.Namespace, spec: EnvSpec
+) -> tuple[ReplayBuffer, RunningMeanStd | None]:
+    """The training data as a Tianshou buffer, normalised when ``--norm-obs 1``."""
+    buffer = load_d4rl_buffer(args.expert_data_task, spec.env)
+    print(f"dataset {args.expert_data_task}: {len(buffer)} transitions")
+    if not args.norm_obs:
+        return buffer, None
+    return normalize_obs(buffer)
+
+
+def score_fn(task: str):
+    """Mean return -> D4RL normalized score (None where D4RL has no reference returns)."""
+    return lambda mean_return: normalized_score(task, mean_return)
+
+
+def make_test_collector(
+    algorithm: Algorithm, args: argparse.Namespace, obs_rms: RunningMeanStd | None
+) -> Collector:
+    # One environment per evaluation episode: every test step runs them in lockstep with
+    # batched inference, and each episode starts from its own seed.
+    envs: BaseVectorEnv = DummyVectorEnv([lambda: make_env(args.task, quiet=True)] * args.test_num)
+    if obs_rms is not None:
+        envs = VectorEnvNormObs(envs, update_obs_rms=False)
+        envs.set_obs_rms(obs_rms)
+    envs.seed(args.seed)
+    return Collector[CollectStats](algorithm, envs)
+
+
+def train_or_watch(
+    algorithm: Algorithm, args: argparse.Namespace, spec: EnvSpec, algo_name: str
+) -> dict:
+    """Train on the dataset (or, with --watch, load a saved policy), then evaluate.
+
+    Returns the summary that is also written to ``summary.json`` in the run directory.
+    """
+    log_path = make_log_path(args, args.task, algo_name)
+    if args.watch:
+        if not args.resume_path:
+            raise UserInputError("--watch needs --resume-path <policy_best.pth or checkpoint.pth>")
+        extra = load_policy(algorithm, args.resume_path, args.device)
+        run = OfflineRun(algorithm, args, log_path, score_fn=score_fn(args.task))
+        return run.evaluate(make_test_collector(algorithm, args, extra.get("obs_rms")), "watch")
+
+    buffer, obs_rms = load_dataset(args, spec)
+    run = OfflineRun(
+        algorithm, args, log_path, score_fn=score_fn(args.task), extra_state={"obs_rms": obs_rms}
+    )
+    test_collector = make_test_collector(algorithm, args, obs_rms)
+    print(f"logging to {log_path} (tensorboard --logdir {Path(args.logdir)})")
+    run.train(buffer, test_collector)
+    return run.evaluate(test_collector)
+

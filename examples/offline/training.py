@@ -1,0 +1,354 @@
+"""What every offline script shares: arguments, seeding, logging, checkpoints, training, evaluation.
+
+A script builds its data, networks and Tianshou algorithm, then hands them to this module:
+
+    args = parser.parse_args()                  # after add_training_args(parser, ...)
+    seed_everything(args.seed)
+    log_path = make_log_path(args, task, "td3_bc")
+    run = OfflineRun(algorithm, args, log_path, score_fn=...)   # restores --resume-path
+    run.train(buffer, test_collector)           # Tianshou's offline trainer, checkpoints each epoch
+    run.evaluate(test_collector)                # final line + summary.json
+
+Files in the log directory ``<logdir>/<task>/<algo>/<seed>-<time>/``:
+
+* ``checkpoint.pth``: everything needed to continue (algorithm incl. optimizers, epoch, gradient
+  step, RNG states, best score, evaluation history, ``extra_state`` such as observation
+  statistics), rewritten atomically after every epoch; ``--resume-path`` takes this file (or its
+  directory) and the run continues in the same directory until ``--epoch`` epochs are done, so
+  an interrupted run ends with exactly as many gradient steps as an uninterrupted one.
+* ``policy_best.pth`` / ``policy_last.pth``: the algorithm state and ``extra_state``; ``--watch
+  --resume-path policy_best.pth`` evaluates one without training.
+* ``summary.json``: the final evaluation, best evaluation and per-epoch history (results tables).
+* TensorBoard event files (``tensorboard --logdir log``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safe_io import UserInputError, atomic_write
+from tianshou.algorithm.algorithm_base import Algorithm
+from tianshou.data import Collector, CollectStats, ReplayBuffer
+from tianshou.trainer import OfflineTrainer, OfflineTrainerParams
+from tianshou.utils import TensorboardLogger
+from torch.utils.tensorboard import SummaryWriter
+
+CHECKPOINT_NAME = "checkpoint.pth"
+BEST_POLICY_NAME = "policy_best.pth"
+LAST_POLICY_NAME = "policy_last.pth"
+SUMMARY_NAME = "summary.json"
+
+# Maps a mean episode return to the score shown beside it (D4RL's normalized score), or None.
+ScoreFn = Callable[[float], float | None]
+
+
+def add_training_args(
+    parser: argparse.ArgumentParser,
+    *,
+    epoch: int,
+    epoch_num_steps: int,
+    batch_size: int,
+    test_num: int = 10,
+) -> None:
+    """Add the arguments every offline script has, with the script's own defaults."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epoch", type=int, default=epoch, help="number of epochs")
+    parser.add_argument(
+        "--epoch-num-steps",
+        type=int,
+        default=epoch_num_steps,
+        help="gradient steps per epoch (an evaluation and a checkpoint follow each epoch)",
+    )
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument(
+        "--test-num", type=int, default=test_num, help="evaluation episodes after each epoch"
+    )
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
+    )
+    parser.add_argument("--logdir", default="log")
+    parser.add_argument(
+        "--resume-path",
+        default=None,
+        help="checkpoint.pth (or its run directory) to continue training from; "
+        "with --watch: a policy file to evaluate",
+    )
+    parser.add_argument(
+        "--watch", action="store_true", help="evaluate a saved policy without training"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_log_path(args: argparse.Namespace, task: str, algo_name: str) -> Path:
+    """``<logdir>/<task>/<algo>/<seed>-<time>``; a resumed run continues in its own directory."""
+    if args.resume_path and not args.watch:
+        return _resolve_checkpoint(args.resume_path).parent
+    now = datetime.datetime.now().strftime("%y%m%d-%H%M%S")
+    path = Path(args.logdir) / task / algo_name / f"{args.seed}-{now}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_state(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserInputError(f"no saved policy or checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise UserInputError(f"{path} is not a readable checkpoint ({err})") from err
+    if not isinstance(payload, dict) or "algorithm" not in payload:
+        raise UserInputError(f"{path} was not written by these scripts (no 'algorithm' entry)")
+    return payload
+
+
+def load_policy(
+    algorithm: Algorithm, path: str | Path, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load a policy/checkpoint file into ``algorithm``; return its ``extra_state``."""
+    payload = load_state(path, device)
+    try:
+        algorithm.load_state_dict(payload["algorithm"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise UserInputError(
+            f"{path} does not fit this script's networks (other task or sizes?): "
+            f"{str(err).splitlines()[0]}"
+        ) from err
+    return payload.get("extra_state", {})
+
+
+def _resolve_checkpoint(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+class _RunLogger(TensorboardLogger):
+    """TensorBoard logger that also records each evaluation (with its normalized score) for
+    summary.json, and tells the trainer where a resumed run starts."""
+
+    def __init__(self, run: OfflineRun) -> None:
+        super().__init__(SummaryWriter(str(run.log_path)), save_interval=1, update_interval=100)
+        self._run = run
+
+    def log_test_data(self, log_data: dict, step: int) -> None:
+        super().log_test_data(log_data, step)
+        stats = log_data["returns_stat"]
+        mean, std = float(stats["mean"]), float(stats["std"])
+        score = self._run.score_fn(mean)
+        if score is not None:
+            self.writer.add_scalar("test/normalized_score", score, global_step=step)
+        self._run.history.append(
+            {
+                "gradient_step": step // self._run.args.batch_size,
+                "return_mean": mean,
+                "return_std": std,
+                "normalized_score": score,
+            }
+        )
+
+    def restore_data(self) -> tuple[int, int, int]:
+        epoch, gradient_step = self._run.start_epoch, self._run.start_gradient_step
+        self.last_save_step = self.last_log_test_step = epoch
+        self.last_log_update_step = gradient_step
+        return epoch, gradient_step * self._run.args.batch_size, gradient_step
+
+
+class _ProgressOfflineTrainer(OfflineTrainer):
+    """Tianshou's offline trainer, with smoothed losses and the latest score in the progress bar."""
+
+    latest_score: str = "-"
+
+    def _create_epoch_pbar_data_dict(self, training_step_result: Any) -> dict[str, str]:
+        stats = training_step_result.get_training_stats()
+        shown = {k: f"{v:.3g}" for k, v in (stats.smoothed_loss or {}).items()}
+        shown["score"] = self.latest_score
+        return shown
+
+
+class OfflineRun:
+    """One training run: resume, per-epoch checkpoints, best/last policies, summary."""
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        args: argparse.Namespace,
+        log_path: Path,
+        *,
+        score_fn: ScoreFn = lambda mean_return: None,
+        extra_state: dict[str, Any] | None = None,
+    ) -> None:
+        self.algorithm = algorithm
+        self.args = args
+        self.log_path = log_path
+        self.score_fn = score_fn
+        self.extra_state = extra_state or {}
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.start_gradient_step = 0
+        self.best_return = -np.inf
+        self.train_seconds = 0.0
+        self.end_gradient_step = 0
+        self._trainer: _ProgressOfflineTrainer | None = None
+        # Tianshou's buffers sample with their own RandomState (seed 42 by default): seed it
+        # from --seed so that seeds differ, and checkpoint it so that a resume continues it.
+        self._buffer_rng = np.random.RandomState(args.seed)
+        if args.resume_path and not args.watch:
+            self._restore(_resolve_checkpoint(args.resume_path))
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def _policy_payload(self) -> dict[str, Any]:
+        return {"algorithm": self.algorithm.state_dict(), "extra_state": self.extra_state}
+
+    def _save_checkpoint(self, epoch: int, env_step: int, gradient_step: int) -> str:
+        path = self.log_path / CHECKPOINT_NAME
+        payload = self._policy_payload()
+        payload.update(
+            epoch=epoch,
+            gradient_step=gradient_step,
+            best_return=self.best_return,
+            history=self.history,
+            rng={
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "buffer": self._buffer_rng.get_state(),
+            },
+        )
+        save_state(path, payload)
+        save_state(self.log_path / LAST_POLICY_NAME, self._policy_payload())
+        return str(path)
+
+    def _restore(self, path: Path) -> None:
+        payload = load_state(path, self.args.device)
+        if "epoch" not in payload:
+            raise UserInputError(f"{path} is a policy file, not a checkpoint; use --watch with it")
+        load_policy(self.algorithm, path, self.args.device)
+        self.extra_state = payload.get("extra_state", {})
+        self.start_epoch = payload["epoch"]
+        self.start_gradient_step = payload["gradient_step"]
+        self.best_return = payload["best_return"]
+        self.history = list(payload["history"])
+        rng = payload["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self._buffer_rng.set_state(rng["buffer"])
+        print(
+            f"resuming {path}: epoch {self.start_epoch}/{self.args.epoch}, "
+            f"gradient step {self.start_gradient_step}"
+        )
+
+    # --- training ----------------------------------------------------------------------------
+    def _score(self, stats: CollectStats) -> float:
+        """The trainer's score: the normalized score where known, else the mean return.
+
+        Also saves policy_best.pth on improvement. The trainer forces a 'best' at its initial
+        evaluation; we keep the best over the whole run, across resumes, so policy_best.pth is
+        only ever replaced by a better policy.
+        """
+        assert stats.returns_stat is not None
+        mean = float(stats.returns_stat.mean)
+        normalized = self.score_fn(mean)
+        score = mean if normalized is None else normalized
+        if self._trainer is not None:
+            self._trainer.latest_score = f"{score:.1f}"
+        if mean > self.best_return:
+            self.best_return = mean
+            save_state(self.log_path / BEST_POLICY_NAME, self._policy_payload())
+        return score
+
+    def train(self, buffer: ReplayBuffer, test_collector: Collector) -> None:
+        buffer._random_state = self._buffer_rng
+        logger = _RunLogger(self)
+        logger.writer.add_text("args", str(vars(self.args)))
+        params = OfflineTrainerParams(
+            buffer=buffer,
+            test_collector=test_collector,
+            max_epochs=self.args.epoch,
+            epoch_num_steps=self.args.epoch_num_steps,
+            test_step_num_episodes=self.args.test_num,
+            batch_size=self.args.batch_size,
+            compute_score_fn=self._score,
+            save_checkpoint_fn=self._save_checkpoint,
+            resume_from_log=self.start_epoch > 0,
+            logger=logger,
+            show_progress=not self.args.no_progress,
+        )
+        self._trainer = _ProgressOfflineTrainer(self.algorithm, params)
+        started = time.time()
+        self._trainer.run()
+        self.train_seconds = time.time() - started
+        self.end_gradient_step = self._trainer._current_update_step
+        save_state(self.log_path / LAST_POLICY_NAME, self._policy_payload())
+
+    # --- evaluation --------------------------------------------------------------------------
+    def evaluate(self, test_collector: Collector, label: str = "final") -> dict[str, Any]:
+        """Evaluate ``--test-num`` episodes; print one line; write summary.json atomically."""
+        test_collector.reset()
+        stats = test_collector.collect(n_episode=self.args.test_num)
+        returns = np.asarray(stats.returns, dtype=float)
+        scores = [self.score_fn(float(r)) for r in returns]
+        has_score = all(s is not None for s in scores)
+        line = (
+            f"{label} evaluation over {len(returns)} episodes: "
+            f"return {returns.mean():.1f} ± {returns.std():.1f}"
+        )
+        if has_score:
+            line += f", normalized score {np.mean(scores):.1f} ± {np.std(scores):.1f}"
+        else:
+            line += " (no D4RL reference scores for this task: raw returns only)"
+        print(line, flush=True)
+        summary = {
+            "script": Path(sys.argv[0]).name,
+            "args": {k: v for k, v in vars(self.args).items() if _jsonable(v)},
+            "log_path": str(self.log_path),
+            "gradient_steps": max(self.end_gradient_step, self.start_gradient_step),
+            "train_seconds": round(self.train_seconds, 1),
+            label: {
+                "episodes": len(returns),
+                "return_mean": float(returns.mean()),
+                "return_std": float(returns.std()),
+                "returns": returns.tolist(),
+                "normalized_score_mean": float(np.mean(scores)) if has_score else None,
+                "normalized_score_std": float(np.std(scores)) if has_score else None,
+            },
+            "history": self.history,
+        }
+        if self.history:
+            best = max(self.history, key=lambda h: h["return_mean"])
+            summary["best"] = best
+        with atomic_write(self.log_path / SUMMARY_NAME) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+        return summary
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
