@@ -78,6 +78,12 @@ def add_training_args(
     )
     parser.add_argument("--logdir", default="log")
     parser.add_argument(
+        "--run-dir",
+        default=None,
+        help="write this run's files into exactly this directory instead of "
+        "<logdir>/<task>/<algo>/<seed>-<time> (sweep.py gives each grid point a fixed one)",
+    )
+    parser.add_argument(
         "--resume-path",
         default=None,
         help="checkpoint.pth (or its run directory) to continue training from; "
@@ -96,11 +102,15 @@ def seed_everything(seed: int) -> None:
 
 
 def make_log_path(args: argparse.Namespace, task: str, algo_name: str) -> Path:
-    """``<logdir>/<task>/<algo>/<seed>-<time>``; a resumed run continues in its own directory."""
+    """``<logdir>/<task>/<algo>/<seed>-<time>``, or ``--run-dir`` as given; a resumed run
+    continues in its own directory."""
     if args.resume_path and not args.watch:
         return _resolve_checkpoint(args.resume_path).parent
-    now = datetime.datetime.now().strftime("%y%m%d-%H%M%S")
-    path = Path(args.logdir) / task / algo_name / f"{args.seed}-{now}"
+    if args.run_dir:
+        path = Path(args.run_dir).expanduser()
+    else:
+        now = datetime.datetime.now().strftime("%y%m%d-%H%M%S")
+        path = Path(args.logdir) / task / algo_name / f"{args.seed}-{now}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
