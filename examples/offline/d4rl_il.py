@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     # algorithm: MSE between the actor's and the dataset's actions
     policy = ImitationPolicy(actor=actor, action_space=spec.env.action_space)
-    algorithm = OfflineImitationLearning(
-        policy=policy, optim=AdamOptimizerFactory(lr=args.lr)
-    ).to(args.device)
+    algorithm = OfflineImitationLearning(policy=policy, optim=AdamOptimizerFactory(lr=args.lr)).to(
+        args.device
+    )
 
     # data, training and evaluation
     return train_or_watch(algorithm, args, spec, algo_name="il")

@@ -13,10 +13,10 @@ import numpy as np
 from safe_io import UserInputError
 from d4rl_data import load_d4rl_buffer, make_env, normalize_obs, normalized_score
 from tianshou.algorithm.algorithm_base import Algorithm
-from tianshou.data import Collector, CollectStats, ReplayBuffer
+from tianshou.data import Collector, ReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv, VectorEnvNormObs
 from tianshou.utils import RunningMeanStd
-from training import OfflineRun, load_policy, make_log_path
+from training import OfflineRun, SeededEvalCollector, load_policy, make_log_path
 
 # D4RL's own default pairing: --task picks the evaluation environment, --expert-data-task the data.
 DEFAULT_TASK = "HalfCheetah-v2"
@@ -93,8 +93,7 @@ def make_test_collector(
     if obs_rms is not None:
         envs = VectorEnvNormObs(envs, update_obs_rms=False)
         envs.set_obs_rms(obs_rms)
-    envs.seed(args.seed)
-    return Collector[CollectStats](algorithm, envs)
+    return SeededEvalCollector(algorithm, envs, args.seed)
 
 
 def train_or_watch(
@@ -120,4 +119,3 @@ def train_or_watch(
     print(f"logging to {log_path} (tensorboard --logdir {Path(args.logdir)})")
     run.train(buffer, test_collector)
     return run.evaluate(test_collector)
-

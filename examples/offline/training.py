@@ -39,6 +39,7 @@ import torch
 from safe_io import UserInputError, atomic_write
 from tianshou.algorithm.algorithm_base import Algorithm
 from tianshou.data import Collector, CollectStats, ReplayBuffer
+from tianshou.env import BaseVectorEnv
 from tianshou.trainer import OfflineTrainer, OfflineTrainerParams
 from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
@@ -151,6 +152,22 @@ def load_policy(
 def _resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path).expanduser()
     return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+class SeededEvalCollector(Collector[CollectStats]):
+    """An evaluation collector whose every reset restarts the environments from the same seeds.
+
+    Every evaluation of a run then plays the same episode starts, so scores are comparable
+    across epochs, across a resume, and with ``--watch`` of a saved policy.
+    """
+
+    def __init__(self, algorithm: Algorithm, envs: BaseVectorEnv, seed: int) -> None:
+        self._eval_seed = seed
+        super().__init__(algorithm, envs)
+
+    def reset_env(self, gym_reset_kwargs: dict[str, Any] | None = None) -> Any:
+        self.env.seed(self._eval_seed)
+        return super().reset_env(gym_reset_kwargs)
 
 
 class _RunLogger(TensorboardLogger):

@@ -1,0 +1,187 @@
+"""The four d4rl_*.py scripts: resume after an interruption, --watch, --norm-obs, bad input.
+
+Learning itself is tested in test_d4rl_learning.py on the bundled dataset; here a small random
+Hopper dataset made in the test is enough, and runs are a few hundred gradient steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import d4rl_bcq
+import d4rl_cql
+import d4rl_il
+import d4rl_td3_bc
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+import torch
+from safe_io import UserInputError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OFFLINE_DIR = REPO_ROOT / "examples" / "offline"
+TINY = ["--task", "Hopper-v2", "--hidden-sizes", "32", "32", "--test-num", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def random_hopper(tmp_path_factory) -> Path:
+    """3000 transitions of uniformly random actions in Hopper-v5, in the D4RL schema."""
+    env = gym.make("Hopper-v5")
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards")}
+    rows.update(terminals=[], timeouts=[], next_observations=[])
+    for _ in range(3000):
+        act = rng.uniform(-1, 1, 3).astype(np.float32)
+        next_obs, rew, terminated, truncated, _ = env.step(act)
+        for key, value in zip(rows, (obs, act, rew, terminated, truncated, next_obs)):
+            rows[key].append(value)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    path = tmp_path_factory.mktemp("data") / "hopper-random-made.hdf5"
+    with h5py.File(path, "w") as file:
+        for key, values in rows.items():
+            file[key] = np.asarray(values)
+    return path
+
+
+def run_dir(logdir: Path) -> Path:
+    (path,) = [p for p in logdir.glob("*/*/*") if p.is_dir()]
+    return path
+
+
+def state_of(path: Path) -> dict[str, torch.Tensor]:
+    payload = torch.load(path, weights_only=False)
+    return {k: v for k, v in payload["algorithm"].items() if isinstance(v, torch.Tensor)}
+
+
+@pytest.mark.parametrize("script", [d4rl_il, d4rl_bcq, d4rl_cql, d4rl_td3_bc])
+def test_each_script_trains_checkpoints_and_summarises(script, random_hopper, tmp_path):
+    argv = TINY + ["--expert-data-task", str(random_hopper), "--logdir", str(tmp_path)]
+    summary = script.main(argv + ["--epoch", "2", "--epoch-num-steps", "50"])
+    directory = run_dir(tmp_path)
+    for name in ("checkpoint.pth", "policy_best.pth", "policy_last.pth", "summary.json"):
+        assert (directory / name).is_file(), name
+    assert list(directory.glob("events.out.tfevents.*"))
+    assert summary["gradient_steps"] == 100
+    assert json.loads((directory / "summary.json").read_text()) == summary
+    assert len(summary["final"]["returns"]) == 2
+    # Hopper has D4RL reference returns, so every evaluation carries a normalized score
+    assert summary["final"]["normalized_score_mean"] is not None
+    assert [h["gradient_step"] for h in summary["history"]] == [0, 50, 100]
+
+
+def test_resume_after_kill_finishes_the_same_run(random_hopper, tmp_path):
+    """Kill a run after its first checkpoint; --resume-path must end where an uninterrupted run
+    ends: the same number of gradient steps and the same parameters (RNG states are restored)."""
+    argv = TINY + ["--expert-data-task", str(random_hopper), "--epoch", "3"]
+    argv += ["--epoch-num-steps", "60", "--seed", "3"]
+    uninterrupted = d4rl_td3_bc.main(argv + ["--logdir", str(tmp_path / "whole")])
+
+    logdir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, str(OFFLINE_DIR / "d4rl_td3_bc.py"), *argv, "--logdir", str(logdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not list(logdir.glob("*/*/*/checkpoint.pth")) and time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    directory = run_dir(logdir)
+    assert not (directory / "summary.json").exists()
+    epoch_at_kill = torch.load(directory / "checkpoint.pth", weights_only=False)["epoch"]
+    assert epoch_at_kill < 3
+
+    resumed = d4rl_td3_bc.main(argv + ["--logdir", str(logdir), "--resume-path", str(directory)])
+    assert resumed["gradient_steps"] == uninterrupted["gradient_steps"] == 180
+    assert resumed["log_path"] == str(directory)
+    whole, after_resume = state_of(Path(uninterrupted["log_path"]) / "policy_last.pth"), state_of(
+        directory / "policy_last.pth"
+    )
+    for key, value in whole.items():
+        torch.testing.assert_close(after_resume[key], value, msg=key)
+    assert resumed["final"]["returns"] == pytest.approx(uninterrupted["final"]["returns"])
+
+
+def test_norm_obs_statistics_are_stored_and_reused_by_watch(random_hopper, tmp_path):
+    argv = TINY + ["--expert-data-task", str(random_hopper), "--norm-obs", "1"]
+    trained = d4rl_td3_bc.main(
+        argv + ["--epoch", "1", "--epoch-num-steps", "100", "--logdir", str(tmp_path)]
+    )
+    policy_file = Path(trained["log_path"]) / "policy_last.pth"
+    obs_rms = torch.load(policy_file, weights_only=False)["extra_state"]["obs_rms"]
+    with h5py.File(random_hopper) as file:
+        dataset_obs = file["observations"][:]
+    np.testing.assert_allclose(obs_rms.mean, dataset_obs.mean(0), rtol=1e-5, atol=1e-6)
+
+    # Same seed, same deterministic policy, same statistics: exactly the training run's returns.
+    watched = d4rl_td3_bc.main(
+        argv + ["--watch", "--resume-path", str(policy_file), "--logdir", str(tmp_path / "w")]
+    )
+    assert watched["watch"]["returns"] == pytest.approx(trained["final"]["returns"])
+
+    # Without the statistics the same weights behave differently: the test can fail.
+    payload = torch.load(policy_file, weights_only=False)
+    payload["extra_state"]["obs_rms"] = None
+    torch.save(payload, tmp_path / "no_stats.pth")
+    unnormalised = d4rl_td3_bc.main(
+        argv
+        + [
+            "--watch",
+            "--resume-path",
+            str(tmp_path / "no_stats.pth"),
+            "--logdir",
+            str(tmp_path / "w2"),
+        ]
+    )
+    assert unnormalised["watch"]["returns"] != pytest.approx(trained["final"]["returns"])
+
+
+def test_watch_refuses_a_policy_of_other_sizes(random_hopper, tmp_path):
+    argv = TINY + ["--expert-data-task", str(random_hopper), "--logdir", str(tmp_path)]
+    trained = d4rl_il.main(argv + ["--epoch", "1", "--epoch-num-steps", "10"])
+    policy_file = Path(trained["log_path"]) / "policy_best.pth"
+    with pytest.raises(UserInputError, match="does not fit"):
+        d4rl_il.main(
+            argv[:3] + ["--hidden-sizes", "64", "--watch", "--resume-path", str(policy_file)]
+        )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--task", "NoSuchTask-v2"], "NoSuchTask-v2"),
+        (["--expert-data-task", "/nonexistent/data.hdf5"], "/nonexistent/data.hdf5"),
+        (["--watch"], "--watch needs --resume-path"),
+        (["--resume-path", "/nonexistent/checkpoint.pth"], "/nonexistent/checkpoint.pth"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(extra, message, random_hopper, tmp_path):
+    argv = TINY + ["--expert-data-task", str(random_hopper), "--logdir", str(tmp_path)] + extra
+    with pytest.raises(UserInputError, match=message):
+        d4rl_il.main(argv)
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
+    argv = TINY + ["--expert-data-task", str(tmp_path / "missing.hdf5"), "--logdir", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, str(OFFLINE_DIR / "d4rl_il.py"), *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (error_line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "missing.hdf5" in error_line
+    assert not list(tmp_path.glob("*/*/*/checkpoint.pth"))
