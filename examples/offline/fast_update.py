@@ -1,0 +1,682 @@
+"""A fast path for the offline scripts' gradient updates (``--compile``, on by default).
+
+Tianshou runs one update as many small eager steps: sample a numpy batch, compute targets in
+numpy, call each network through ``Batch`` objects, step three optimizers, soft-update the
+targets, and read every loss back with ``.item()``. For 256x256 networks at batch 256 most of that
+time is Python and kernel-launch overhead, not arithmetic. This module runs the *same maths* on
+the *same parameters* as one compiled function:
+
+* the dataset lives as tensors on the training device and batches are sampled there
+  (``DeviceDataset``), so no host-to-device copy per update;
+* the whole update (target, both critics, actor, temperature, target networks) is written
+  functionally with ``torch.func`` and Adam in plain tensor ops, and compiled as ONE graph with
+  ``torch.compile``; on CUDA the compiled step is also captured in a CUDA graph, so one update is
+  one graph launch;
+* nothing inside reads values back to the host: losses are summed on the device and handed to the
+  trainer's logger every ``stats_interval`` updates (as the mean over those updates).
+
+The parameters, Adam moments and target networks the step updates are the Tianshou algorithm's
+own tensors (updated in place), so ``algorithm.state_dict()``, checkpoints, resume, evaluation and
+the trainer's epochs work unchanged. ``make_fast_update`` returns None for algorithms without a
+fast step; the scripts then use Tianshou's update. If compilation fails, the step falls back to
+Tianshou's own update (with one line saying why).
+
+Supported: TD3+BC, CQL (incl. Lagrange multiplier and Cal-QL) and continuous behaviour cloning.
+test/test_fast_path.py checks losses and parameters against Tianshou's update from the same seed
+and batch. What Tianshou itself would need for this upstream is listed in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tianshou.algorithm import CQL, TD3BC
+from tianshou.algorithm.algorithm_base import Algorithm, TrainingStats
+from tianshou.algorithm.imitation.cql import CQLTrainingStats
+from tianshou.algorithm.imitation.imitation_base import (
+    ImitationTrainingStats,
+    OfflineImitationLearning,
+)
+from tianshou.algorithm.modelfree.td3 import TD3TrainingStats
+from tianshou.data import ReplayBuffer
+from torch import Tensor
+from torch.func import functional_call, grad_and_value
+
+Params = dict[str, Tensor]
+Batch = dict[str, Tensor]
+
+# log(1 - tanh(x)^2 + eps): the epsilon Tianshou's SAC uses in its tanh correction
+_TANH_EPS = float(np.finfo(np.float32).eps)
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+# ----------------------------------------------------------------------------------------------
+# Data on the device
+# ----------------------------------------------------------------------------------------------
+
+
+class DeviceDataset:
+    """The transitions of a full ReplayBuffer as tensors on the training device.
+
+    ``sample`` draws indices uniformly with replacement (like ``ReplayBuffer.sample``) from the
+    device's default torch generator, which the run's checkpoints save and restore.
+    """
+
+    FIELDS = ("obs", "act", "rew", "terminated", "done", "obs_next")
+
+    def __init__(self, buffer: ReplayBuffer, device: str | torch.device) -> None:
+        size = len(buffer)
+        self.size = size
+        self.device = torch.device(device)
+        self.tensors: Batch = {}
+        for key in self.FIELDS:
+            array = np.asarray(getattr(buffer, key)[:size])
+            dtype = torch.float32 if array.dtype.kind in "fb" else None
+            self.tensors[key] = torch.as_tensor(array, device=self.device, dtype=dtype)
+        # Cal-QL: CQL.process_buffer adds each transition's Monte-Carlo return
+        returns = getattr(buffer, "calibration_returns", None)
+        if returns is not None:
+            self.tensors["calibration_returns"] = torch.as_tensor(
+                np.asarray(returns)[:size], device=self.device, dtype=torch.float32
+            )
+
+    def sample(self, batch_size: int) -> Batch:
+        indices = torch.randint(self.size, (batch_size,), device=self.device)
+        return self.gather(indices)
+
+    def gather(self, indices: Tensor) -> Batch:
+        return {key: tensor[indices] for key, tensor in self.tensors.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Adam and soft target updates on the algorithm's own tensors
+# ----------------------------------------------------------------------------------------------
+
+
+def _param_aliases(module: torch.nn.Module) -> Params:
+    """The module's parameters as plain tensors sharing their storage (in-place updates reach
+    the module, and through it ``state_dict``)."""
+    return {name: p.detach() for name, p in module.named_parameters()}
+
+
+@dataclass
+class FunctionalAdam:
+    """``torch.optim.Adam`` (no weight decay, no amsgrad) as tensor ops on its own state.
+
+    The moment estimates and step counters are the tensors in the wrapped optimizer's
+    ``state``, so ``optimizer.state_dict()`` (and thus checkpoints) sees every update, and a
+    checkpoint written by the plain path continues here and vice versa.
+    """
+
+    params: list[Tensor]
+    exp_avg: list[Tensor]
+    exp_avg_sq: list[Tensor]
+    steps: list[Tensor]
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    max_grad_norm: float | None = None
+
+    @classmethod
+    def of(
+        cls, optimizer: torch.optim.Optimizer, max_grad_norm: float | None = None
+    ) -> FunctionalAdam:
+        if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
+            raise NotImplementedError(f"fast path supports one-group Adam, not {optimizer}")
+        group = optimizer.param_groups[0]
+        if group["weight_decay"] or group["amsgrad"] or group["maximize"]:
+            raise NotImplementedError("fast path supports Adam without weight decay/amsgrad")
+        params = [p for p in group["params"]]
+        for p in params:
+            state = optimizer.state[p]
+            if not state:  # the plain optimizer creates these lazily at its first step
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            # a device step counter: no host sync, and capturable in a CUDA graph
+            state["step"] = state["step"].to(p.device, torch.float32)
+        states = [optimizer.state[p] for p in params]
+        beta1, beta2 = group["betas"]
+        return cls(
+            params=[p.detach() for p in params],
+            exp_avg=[s["exp_avg"] for s in states],
+            exp_avg_sq=[s["exp_avg_sq"] for s in states],
+            steps=[s["step"] for s in states],
+            lr=float(group["lr"]),
+            beta1=float(beta1),
+            beta2=float(beta2),
+            eps=float(group["eps"]),
+            max_grad_norm=max_grad_norm,
+        )
+
+    @classmethod
+    def of_wrapper(cls, wrapped: Algorithm.Optimizer) -> FunctionalAdam:
+        """From Tianshou's optimizer wrapper, with its gradient-norm clipping."""
+        return cls.of(wrapped._optim, max_grad_norm=wrapped._max_grad_norm)
+
+    def step(self, grads: list[Tensor]) -> None:
+        if self.max_grad_norm is not None:  # as torch.nn.utils.clip_grad_norm_
+            norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+            total = torch.linalg.vector_norm(norms)
+            scale = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
+            grads = [g * scale for g in grads]
+        with torch.no_grad():
+            for p, g, m, v, step in zip(
+                self.params, grads, self.exp_avg, self.exp_avg_sq, self.steps, strict=True
+            ):
+                step.add_(1)
+                m.lerp_(g, 1 - self.beta1)
+                v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+                bias_correction1 = 1 - self.beta1**step
+                bias_correction2_sqrt = (1 - self.beta2**step).sqrt()
+                denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
+                p.sub_(self.lr * m / (bias_correction1 * denom))
+
+
+def _polyak(targets: list[Tensor], sources: list[Tensor], tau: float) -> None:
+    """target <- tau * source + (1 - tau) * target, as Tianshou's soft update."""
+    with torch.no_grad():
+        torch._foreach_mul_(targets, 1 - tau)
+        torch._foreach_add_(targets, sources, alpha=tau)
+
+
+class LaggedParams:
+    """The target networks of an algorithm, as parameter dicts named like their sources."""
+
+    def __init__(self, algorithm: Algorithm) -> None:
+        self.by_source: dict[int, Params] = {}
+        self.targets: list[Tensor] = []
+        self.sources: list[Tensor] = []
+        for pair in algorithm._lagged_networks._lagged_network_pairs:
+            names = [name for name, _ in pair.source.named_parameters()]
+            targets = [p.detach() for p in pair.target.parameters()]
+            self.by_source[id(pair.source)] = dict(zip(names, targets, strict=True))
+            self.targets += targets
+            self.sources += [p.detach() for p in pair.source.parameters()]
+
+    def of(self, source: torch.nn.Module) -> Params:
+        return self.by_source[id(source)]
+
+    def soft_update(self, tau: float) -> None:
+        _polyak(self.targets, self.sources, tau)
+
+
+# ----------------------------------------------------------------------------------------------
+# The update steps: the maths of Tianshou's _preprocess_batch + _update_with_batch
+# ----------------------------------------------------------------------------------------------
+
+
+class FunctionalStep:
+    """One algorithm's update as a function of a batch; mutates the algorithm's tensors.
+
+    ``__call__(batch, variant)`` returns a 1-d tensor of the step's statistics, in the order of
+    ``stat_names``; ``variant`` is a Python value that selects a branch at trace time (e.g.
+    whether TD3's delayed actor update happens at this step).
+    """
+
+    stat_names: tuple[str, ...]
+
+    def variant(self) -> object:
+        """The branch of the next step (host-side state only, no device sync)."""
+        return None
+
+    def advance(self) -> None:
+        """Host-side bookkeeping after a step."""
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        raise NotImplementedError
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        raise NotImplementedError
+
+
+def _critic(module: torch.nn.Module, params: Params, obs: Tensor, act: Tensor) -> Tensor:
+    return functional_call(module, params, (obs, act))
+
+
+def _actor(module: torch.nn.Module, params: Params, obs: Tensor) -> Tensor:
+    return functional_call(module, params, (obs,))[0]
+
+
+class TD3BCStep(FunctionalStep):
+    """TD3+BC as Tianshou computes it (TD3BC._update_with_batch and TD3's target)."""
+
+    stat_names = ("actor_loss", "critic1_loss", "critic2_loss")
+
+    def __init__(self, algorithm: TD3BC) -> None:
+        self.algo = algorithm
+        self.actor = algorithm.policy.actor
+        self.actor_params = _param_aliases(self.actor)
+        self.critic1_params = _param_aliases(algorithm.critic)
+        self.critic2_params = _param_aliases(algorithm.critic2)
+        self.lagged = LaggedParams(algorithm)
+        self.actor_optim = FunctionalAdam.of_wrapper(algorithm.policy_optim)
+        self.critic1_optim = FunctionalAdam.of_wrapper(algorithm.critic_optim)
+        self.critic2_optim = FunctionalAdam.of_wrapper(algorithm.critic2_optim)
+        if algorithm.n_step_return_horizon != 1:
+            raise NotImplementedError("fast TD3+BC supports 1-step returns only")
+        # the actor loss of the last delayed update, reported in between (as Tianshou does)
+        self.last_actor_loss = torch.zeros((), device=next(self.actor.parameters()).device)
+
+    def variant(self) -> bool:
+        return self.algo._cnt % self.algo.update_actor_freq == 0
+
+    def advance(self) -> None:
+        self.algo._cnt += 1
+
+    def __call__(self, batch: Batch, update_actor: object) -> Tensor:
+        algo = self.algo
+        obs, act, obs_next = batch["obs"], batch["act"], batch["obs_next"]
+
+        # target: smoothed target-policy action, min of the target critics, 1-step return
+        with torch.no_grad():
+            act_next = _actor(self.actor, self.lagged.of(self.actor), obs_next)
+            noise = torch.randn(act_next.shape, device=act_next.device) * algo.policy_noise
+            if algo.noise_clip > 0.0:
+                noise = noise.clamp(-algo.noise_clip, algo.noise_clip)
+            act_next = act_next + noise
+            q_next = torch.min(
+                _critic(algo.critic, self.lagged.of(algo.critic), obs_next, act_next),
+                _critic(algo.critic2, self.lagged.of(algo.critic2), obs_next, act_next),
+            )
+            not_terminal = 1.0 - batch["terminated"]
+            returns = batch["rew"] + algo.gamma * not_terminal * q_next.flatten()
+
+        def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
+            return (_critic(module, params, obs, act).flatten() - returns).pow(2).mean()
+
+        grads, critic1_loss = grad_and_value(critic_loss)(self.critic1_params, algo.critic)
+        self.critic1_optim.step(list(grads.values()))
+        grads, critic2_loss = grad_and_value(critic_loss)(self.critic2_params, algo.critic2)
+        self.critic2_optim.step(list(grads.values()))
+
+        if update_actor:  # delayed policy update with the just-updated first critic
+
+            def actor_loss(params: Params) -> Tensor:
+                act_pred = _actor(self.actor, params, obs)
+                q = _critic(algo.critic, self.critic1_params, obs, act_pred)
+                lmbda = algo.alpha / q.abs().mean().detach()
+                return -lmbda * q.mean() + F.mse_loss(act_pred, act)
+
+            grads, loss = grad_and_value(actor_loss)(self.actor_params)
+            self.actor_optim.step(list(grads.values()))
+            self.lagged.soft_update(algo.tau)
+            self.last_actor_loss.copy_(loss.detach())
+        return torch.stack([self.last_actor_loss, critic1_loss, critic2_loss]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return TD3TrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
+class CQLStep(FunctionalStep):
+    """CQL as Tianshou's CQL._update_with_batch computes it, quirks included.
+
+    Kept from Tianshou on purpose (the fast path must not change the maths; see
+    benchmarks/README.md for the upstream notes): the "random" actions are drawn from
+    U(-min_action, max_action), i.e. constant when min_action == -max_action; the log-sum-exp runs
+    over the three kinds of sampled values per repeated state, not over the repeats; the target
+    uses ``done`` (time-outs included) as the terminal mask.
+    """
+
+    stat_names = (
+        "actor_loss",
+        "critic1_loss",
+        "critic2_loss",
+        "alpha",
+        "alpha_loss",
+        "cql_alpha_loss",
+        "cql_alpha",
+    )
+
+    def __init__(self, algorithm: CQL) -> None:
+        self.algo = algorithm
+        self.actor = algorithm.policy.actor
+        self.device = next(self.actor.parameters()).device
+        self.actor_params = _param_aliases(self.actor)
+        self.critic1_params = _param_aliases(algorithm.critic)
+        self.critic2_params = _param_aliases(algorithm.critic2)
+        self.lagged = LaggedParams(algorithm)
+        self.actor_optim = FunctionalAdam.of_wrapper(algorithm.policy_optim)
+        self.critic1_optim = FunctionalAdam.of_wrapper(algorithm.critic_optim)
+        self.critic2_optim = FunctionalAdam.of_wrapper(algorithm.critic2_optim)
+        alpha = algorithm.alpha
+        self.auto_alpha = hasattr(alpha, "_log_alpha")
+        if self.auto_alpha:
+            self.log_alpha = alpha._log_alpha.detach()
+            self.alpha_optim = FunctionalAdam.of(alpha._optim)
+            self.target_entropy = float(alpha._target_entropy)
+        else:
+            self.log_alpha = torch.tensor(math.log(alpha.value), device=self.device)
+        # The Lagrange multiplier: Tianshou keeps it outside state_dict (and on CUDA optimises a
+        # CPU copy that the loss never reads); here it is optimised on the device, as on CPU.
+        self.cql_log_alpha = algorithm.cql_log_alpha.detach()
+        self.cql_alpha_optim = FunctionalAdam.of(algorithm.cql_alpha_optim)
+        self.cql_alpha_optim.params = [self.cql_log_alpha]
+        for name in ("exp_avg", "exp_avg_sq", "steps"):
+            tensors = getattr(self.cql_alpha_optim, name)
+            setattr(self.cql_alpha_optim, name, [t.to(self.device) for t in tensors])
+
+    def _sample(self, obs: Tensor, params: Params | None = None) -> tuple[Tensor, Tensor]:
+        """SACPolicy in training: tanh of a reparameterised Gaussian sample and its log-prob."""
+        params = self.actor_params if params is None else params
+        (loc, scale), _ = functional_call(self.actor, params, (obs,))
+        pre_tanh = loc + torch.randn(loc.shape, device=loc.device) * scale
+        log_prob = (
+            -((pre_tanh - loc) ** 2) / (2 * scale**2) - scale.log() - _LOG_SQRT_2PI
+        ).sum(-1, keepdim=True)
+        act = torch.tanh(pre_tanh)
+        log_prob = log_prob - torch.log(1 - act.pow(2) + _TANH_EPS).sum(-1, keepdim=True)
+        return act, log_prob
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        algo = self.algo
+        obs, act, obs_next = batch["obs"], batch["act"], batch["obs_next"]
+        batch_size, act_dim = act.shape
+        repeats = algo.num_repeat_actions
+        alpha = self.log_alpha.exp()
+
+        # actor: E[alpha * log pi - min Q] with the critics before their update
+        def actor_loss(params: Params) -> tuple[Tensor, Tensor]:
+            act_pred, log_prob = self._sample(obs, params)
+            q = torch.min(
+                _critic(algo.critic, self.critic1_params, obs, act_pred),
+                _critic(algo.critic2, self.critic2_params, obs, act_pred),
+            )
+            return (alpha * log_prob - q).mean(), log_prob
+
+        grads, (loss_actor, log_pi) = grad_and_value(actor_loss, has_aux=True)(self.actor_params)
+        self.actor_optim.step(list(grads.values()))
+
+        # temperature
+        if self.auto_alpha:
+            entropy_deficit = self.target_entropy + log_pi.detach()  # target - entropy
+
+            def alpha_loss(log_alpha: Tensor) -> Tensor:
+                return -(log_alpha * entropy_deficit).mean()
+
+            grad, loss_alpha = grad_and_value(alpha_loss)(self.log_alpha)
+            self.alpha_optim.step([grad])
+            alpha = self.log_alpha.exp()
+        else:
+            loss_alpha = torch.zeros((), device=self.device)
+
+        with torch.no_grad():
+            # target: soft value of the next state under the updated actor
+            act_next, log_pi_next = self._sample(obs_next)
+            q_next = torch.min(
+                _critic(algo.critic, self.lagged.of(algo.critic), obs_next, act_next),
+                _critic(algo.critic2, self.lagged.of(algo.critic2), obs_next, act_next),
+            )
+            q_next = q_next - alpha * log_pi_next
+            returns = batch["rew"] + (1.0 - batch["done"]) * algo.gamma * q_next.flatten()
+
+            # the penalty's sampled actions, shared by both critics
+            random_act = torch.empty(batch_size * repeats, act_dim, device=self.device)
+            random_act.uniform_(-algo.min_action, algo.max_action)
+            repeated_obs = obs.repeat_interleave(repeats, dim=0)
+            repeated_obs_next = obs_next.repeat_interleave(repeats, dim=0)
+            act_cur, log_pi_cur = self._sample(repeated_obs)
+            act_nxt, log_pi_nxt = self._sample(repeated_obs_next)
+            random_log_prob = math.log(0.5**act_dim)
+            if algo.calibrated:
+                mc_returns = batch["calibration_returns"].repeat_interleave(repeats)[:, None]
+
+        def conservative_gap(params: Params, module: torch.nn.Module) -> tuple[Tensor, Tensor]:
+            """(TD loss, unweighted penalty before the Lagrange scaling) of one critic."""
+            q = _critic(module, params, obs, act).flatten()
+            td_loss = F.mse_loss(q, returns)
+            random_q = _critic(module, params, repeated_obs, random_act) - random_log_prob
+            current_q = _critic(module, params, repeated_obs, act_cur) - log_pi_cur
+            next_q = _critic(module, params, repeated_obs, act_nxt) - log_pi_nxt
+            if algo.calibrated:
+                random_q, current_q, next_q = (
+                    torch.max(v, mc_returns) for v in (random_q, current_q, next_q)
+                )
+            sampled = torch.cat([random_q, current_q, next_q], 1) / algo.temperature
+            penalty = (
+                torch.logsumexp(sampled, dim=1).mean() * algo.cql_weight * algo.temperature
+                - q.mean() * algo.cql_weight
+            )
+            return td_loss, penalty
+
+        with torch.no_grad():  # the Lagrange scale as it was before this step's update
+            if algo.with_lagrange:
+                cql_alpha = torch.clamp(
+                    self.cql_log_alpha.exp(), algo.alpha_min, algo.alpha_max
+                ).reshape(())
+            else:
+                cql_alpha = torch.ones((), device=self.device)
+
+        def critic_loss(params: Params, module: torch.nn.Module) -> tuple[Tensor, Tensor]:
+            td_loss, penalty = conservative_gap(params, module)
+            if algo.with_lagrange:
+                penalty = penalty - algo.lagrange_threshold
+                return td_loss + cql_alpha * penalty, penalty.detach()
+            return td_loss + penalty, penalty.detach()
+
+        grads1, (loss_c1, gap1) = grad_and_value(critic_loss, has_aux=True)(
+            self.critic1_params, algo.critic
+        )
+        grads2, (loss_c2, gap2) = grad_and_value(critic_loss, has_aux=True)(
+            self.critic2_params, algo.critic2
+        )
+
+        if algo.with_lagrange:  # dual ascent on the multiplier, with the same penalties
+
+            def multiplier_loss(log_alpha: Tensor) -> Tensor:
+                scale = torch.clamp(log_alpha.exp(), algo.alpha_min, algo.alpha_max)
+                return (-(scale * gap1 + scale * gap2) * 0.5).sum()
+
+            grad, loss_cql_alpha = grad_and_value(multiplier_loss)(self.cql_log_alpha)
+            self.cql_alpha_optim.step([grad])
+        else:
+            loss_cql_alpha = torch.zeros((), device=self.device)
+
+        self.critic1_optim.step(list(grads1.values()))
+        self.critic2_optim.step(list(grads2.values()))
+        self.lagged.soft_update(algo.tau)
+        stats = [loss_actor, loss_c1, loss_c2, alpha, loss_alpha, loss_cql_alpha, cql_alpha]
+        return torch.stack([s.reshape(()) for s in stats]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        stats = dict(zip(self.stat_names, values, strict=True))
+        if not self.auto_alpha:
+            stats["alpha_loss"] = None
+        if not self.algo.with_lagrange:
+            stats["cql_alpha_loss"] = stats["cql_alpha"] = None
+        return CQLTrainingStats(**stats)
+
+
+class BehaviourCloningStep(FunctionalStep):
+    """Continuous behaviour cloning: MSE between the actor's and the dataset's actions."""
+
+    stat_names = ("loss",)
+
+    def __init__(self, algorithm: OfflineImitationLearning) -> None:
+        if algorithm.policy.action_type != "continuous":
+            raise NotImplementedError("fast behaviour cloning supports continuous actions")
+        self.actor = algorithm.policy.actor
+        self.actor_params = _param_aliases(self.actor)
+        self.optim = FunctionalAdam.of_wrapper(algorithm.optim)
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        def loss_fn(params: Params) -> Tensor:
+            return F.mse_loss(_actor(self.actor, params, batch["obs"]), batch["act"])
+
+        grads, loss = grad_and_value(loss_fn)(self.actor_params)
+        self.optim.step(list(grads.values()))
+        return loss.detach().reshape(1)
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return ImitationTrainingStats(loss=values[0])
+
+
+def functional_step(algorithm: Algorithm) -> FunctionalStep | None:
+    """The fast step of ``algorithm``, or None where there is none."""
+    if isinstance(algorithm, TD3BC):
+        return TD3BCStep(algorithm)
+    if isinstance(algorithm, CQL):
+        return CQLStep(algorithm)
+    if isinstance(algorithm, OfflineImitationLearning):
+        return BehaviourCloningStep(algorithm)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Compilation, CUDA graphs, and the trainer-facing update
+# ----------------------------------------------------------------------------------------------
+
+
+class _CudaGraphed:
+    """A step function captured as a CUDA graph: each call replays it (sampling included).
+
+    The first two calls run on a side stream (they compile and warm up; they are real updates),
+    the third captures the graph and replays it once, so no update is lost or repeated.
+    """
+
+    WARMUP_CALLS = 2
+
+    def __init__(self, fn: Callable[[], Tensor]) -> None:
+        self.fn = fn
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.output: Tensor | None = None
+
+    def __call__(self) -> Tensor:
+        self.calls += 1
+        if self.calls <= self.WARMUP_CALLS:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                output = self.fn()
+            torch.cuda.current_stream().wait_stream(side)
+            return output
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.output = self.fn()
+        self.graph.replay()
+        assert self.output is not None
+        return self.output
+
+
+class FastUpdate:
+    """Drop-in for ``algorithm.update(buffer, sample_size)`` with the fast step.
+
+    Returns Tianshou ``TrainingStats`` as the trainer expects; to avoid a device-to-host sync per
+    update, the losses are averaged on the device over ``stats_interval`` updates and the same
+    averages are reported until the next interval ends (Tianshou's logger writes every 100).
+    """
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        step: FunctionalStep,
+        dataset: DeviceDataset,
+        *,
+        compile: bool = True,
+        cuda_graph: bool | None = None,
+        stats_interval: int = 100,
+    ) -> None:
+        self.algorithm = algorithm
+        self.step = step
+        self.dataset = dataset
+        self.compile = compile
+        self.cuda_graph = dataset.device.type == "cuda" if cuda_graph is None else cuda_graph
+        self.stats_interval = stats_interval
+        self._runners: dict[object, Callable[[], Tensor]] = {}
+        self._stat_sum: Tensor | None = None
+        self._stat_count = 0
+        self._stats: TrainingStats | None = None
+        self.failed: str | None = None  # why compilation failed, if it did
+        if compile:
+            # random ops as in eager mode: same numbers from the same generator state, and safe
+            # to capture in CUDA graphs
+            import torch._inductor.config
+
+            torch._inductor.config.fallback_random = True
+
+    def _run_fn(self, batch_size: int, variant: object) -> Callable[[], Tensor]:
+        def sample_and_step() -> Tensor:
+            return self.step(self.dataset.sample(batch_size), variant)
+
+        fn: Callable[[], Tensor] = sample_and_step
+        if self.compile:
+            fn = torch.compile(fn, fullgraph=True, dynamic=False)
+        if self.cuda_graph:
+            fn = _CudaGraphed(fn)
+        return fn
+
+    def run_step(self, batch_size: int) -> Tensor:
+        """One update; returns the step's statistics tensor (on the device, no sync)."""
+        variant = self.step.variant()
+        key = (batch_size, variant)
+        runner = self._runners.get(key)
+        if runner is None:  # first call of this variant: it compiles (mutates nothing if it fails)
+            runner = self._runners[key] = self._run_fn(batch_size, variant)
+            try:
+                values = runner()
+            except Exception as err:
+                if not self.compile:
+                    raise
+                del self._runners[key]
+                raise CompilationFailed(f"{type(err).__name__}: {err}".splitlines()[0]) from err
+        else:
+            values = runner()
+        self.step.advance()
+        return values
+
+    def update(self, buffer: ReplayBuffer, sample_size: int) -> TrainingStats:
+        """Same signature and result type as Tianshou's ``OfflineAlgorithm.update``."""
+        if self.failed is not None:
+            return self.algorithm.update(buffer=buffer, sample_size=sample_size)
+        started = time.time()
+        try:
+            values = self.run_step(sample_size)
+        except CompilationFailed as err:  # no compiler, or unsupported: Tianshou's update
+            self.failed = str(err)
+            print(f"--compile: compilation failed ({err}); using Tianshou's update instead")
+            return self.algorithm.update(buffer=buffer, sample_size=sample_size)
+        self._stat_sum = values.clone() if self._stat_sum is None else self._stat_sum + values
+        self._stat_count += 1
+        if self._stats is None or self._stat_count >= self.stats_interval:
+            means = (self._stat_sum / self._stat_count).tolist()  # the one sync per interval
+            self._stats = self.step.to_stats(means)
+            self._stat_sum, self._stat_count = None, 0
+        stats = self._stats
+        stats.train_time = time.time() - started
+        return stats
+
+
+class CompilationFailed(RuntimeError):
+    pass
+
+
+def make_fast_update(
+    algorithm: Algorithm,
+    buffer: ReplayBuffer,
+    device: str | torch.device,
+    *,
+    compile: bool = True,
+    cuda_graph: bool | None = None,
+) -> FastUpdate | None:
+    """The fast update of ``algorithm`` over ``buffer`` (already ``process_buffer``-ed), or None
+    where this algorithm or configuration has none (the caller keeps Tianshou's update)."""
+    try:
+        step = functional_step(algorithm)
+    except NotImplementedError as err:
+        print(f"--compile: {err}; using Tianshou's update")
+        return None
+    if step is None:
+        return None
+    return FastUpdate(
+        algorithm, step, DeviceDataset(buffer, device), compile=compile, cuda_graph=cuda_graph
+    )
+
