@@ -620,14 +620,14 @@ class FastUpdate:
         key = (batch_size, variant)
         runner = self._runners.get(key)
         if runner is None:  # first call of this variant: it compiles (mutates nothing if it fails)
-            runner = self._runners[key] = self._run_fn(batch_size, variant)
             try:
+                runner = self._run_fn(batch_size, variant)
                 values = runner()
             except Exception as err:
                 if not self.compile:
                     raise
-                del self._runners[key]
                 raise CompilationFailed(f"{type(err).__name__}: {err}".splitlines()[0]) from err
+            self._runners[key] = runner
         else:
             values = runner()
         self.step.advance()

@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from fast_update import FastUpdate, make_fast_update
 from safe_io import UserInputError, atomic_write
-from tianshou.algorithm.algorithm_base import Algorithm
+from tianshou.algorithm.algorithm_base import Algorithm, policy_within_training_step
 from tianshou.data import Collector, CollectStats, ReplayBuffer
 from tianshou.env import BaseVectorEnv
 from tianshou.trainer import OfflineTrainer, OfflineTrainerParams
@@ -94,6 +95,14 @@ def add_training_args(
         "--watch", action="store_true", help="evaluate a saved policy without training"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fast update path (fast_update.py: one compiled step, data on the device) where "
+        "the algorithm has one; --no-compile: Tianshou's own update. Default: on for CUDA; off "
+        "on CPU, where compiling takes minutes and pays only for long runs",
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -202,9 +211,21 @@ class _RunLogger(TensorboardLogger):
 
 
 class _ProgressOfflineTrainer(OfflineTrainer):
-    """Tianshou's offline trainer, with smoothed losses and the latest score in the progress bar."""
+    """Tianshou's offline trainer, with smoothed losses and the latest score in the progress bar,
+    and with ``fast_update`` (if set) doing the gradient steps in place of ``algorithm.update``."""
 
     latest_score: str = "-"
+    fast_update: FastUpdate | None = None
+
+    def _training_step(self) -> OfflineTrainer._TrainingStepResult:
+        if self.fast_update is None:
+            return super()._training_step()
+        # OfflineTrainer._training_step with the fast update (same parameters, same stats type)
+        with policy_within_training_step(self.algorithm.policy):
+            stats = self.fast_update.update(self._buffer, self.params.batch_size)
+            self._update_moving_avg_stats_and_log_update_data(stats)
+            self._policy_update_time += stats.train_time
+            return self._TrainingStepResult(stats, env_step_advancement=self.params.batch_size)
 
     def _create_epoch_pbar_data_dict(self, training_step_result: Any) -> dict[str, str]:
         stats = training_step_result.get_training_stats()
@@ -326,6 +347,10 @@ class OfflineRun:
             show_progress=not self.args.no_progress,
         )
         self._trainer = _ProgressOfflineTrainer(self.algorithm, params)
+        if _use_fast_update(self.args):  # None for algorithms without a fast step
+            self._trainer.fast_update = make_fast_update(
+                self.algorithm, self._trainer._buffer, self.args.device
+            )
         started = time.time()
         self._trainer.run()
         self.train_seconds = time.time() - started
@@ -371,6 +396,13 @@ class OfflineRun:
         with atomic_write(self.log_path / SUMMARY_NAME) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _use_fast_update(args: argparse.Namespace) -> bool:
+    compile_flag = getattr(args, "compile", None)
+    if compile_flag is None:
+        return torch.device(args.device).type == "cuda"
+    return bool(compile_flag)
 
 
 def _jsonable(value: Any) -> bool:

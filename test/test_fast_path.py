@@ -1,0 +1,185 @@
+"""The fast update path (examples/offline/fast_update.py) computes what Tianshou computes.
+
+Each test builds the algorithm exactly as its script does, runs a few updates through Tianshou's
+``_preprocess_batch`` + ``_update_with_batch`` and through the fast step, from the same seed and
+the same batches, and compares the losses and every tensor of ``state_dict`` (networks, target
+networks, optimizer moments). The compiled variant of the same comparison takes minutes to
+compile on a 2-core CPU, so it runs only with FAST_PATH_COMPILE_TESTS=1 (benchmarks/README.md has
+its result on CUDA).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tianshou.algorithm.algorithm_base import policy_within_training_step
+from tianshou.data import ReplayBuffer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from bench_updates import script_algorithm  # noqa: E402
+from fast_update import DeviceDataset, FastUpdate, functional_step, make_fast_update  # noqa: E402
+
+TINY = ["--hidden-sizes", "32", "32", "--device", "cpu"]
+CASES = {
+    "td3_bc": ("d4rl_td3_bc", TINY),
+    "cql": ("d4rl_cql", TINY),
+    "cql_fixed_weight": ("d4rl_cql", [*TINY, "--no-with-lagrange"]),
+    "cal_ql": ("d4rl_cql", [*TINY, "--calibrated"]),
+    "bc": ("d4rl_il", TINY),
+}
+
+
+def random_buffer(size: int, obs_dim: int, act_dim: int, seed: int = 0) -> ReplayBuffer:
+    rng = np.random.default_rng(seed)
+    terminated = rng.random(size) < 0.05
+    truncated = np.zeros(size, dtype=bool)
+    truncated[99::100] = True
+    return ReplayBuffer.from_data(
+        obs=rng.standard_normal((size, obs_dim)).astype(np.float32),
+        act=rng.uniform(-1, 1, (size, act_dim)).astype(np.float32),
+        rew=rng.standard_normal(size).astype(np.float32),
+        terminated=terminated,
+        truncated=truncated & ~terminated,
+        done=terminated | truncated,
+        obs_next=rng.standard_normal((size, obs_dim)).astype(np.float32),
+    )
+
+
+@pytest.fixture(scope="module")
+def built() -> dict:
+    torch.set_num_threads(1)
+    return {name: script_algorithm(script, argv) for name, (script, argv) in CASES.items()}
+
+
+def assert_same_state(plain, fast, atol: float = 1e-5) -> None:
+    plain_state, fast_state = plain.state_dict(), fast.state_dict()
+    assert plain_state.keys() == fast_state.keys()
+    flat_plain = _flatten(plain_state)
+    flat_fast = _flatten(fast_state)
+    assert flat_plain.keys() == flat_fast.keys()
+    for key, value in flat_plain.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(
+                flat_fast[key].to(value.device, value.dtype), value, atol=atol, rtol=1e-4, msg=key
+            )
+        else:
+            assert flat_fast[key] == value, key
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        return out
+    if isinstance(tree, list | tuple):
+        out = {}
+        for i, value in enumerate(tree):
+            out.update(_flatten(value, f"{prefix}{i}/"))
+        return out
+    return {prefix: tree}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fast_step_matches_tianshou(built: dict, name: str) -> None:
+    algorithm, _, spec = built[name]
+    plain = copy.deepcopy(algorithm)
+    buffer = plain.process_buffer(random_buffer(500, spec.obs_dim, spec.act_dim))
+    fast = copy.deepcopy(algorithm)
+    step = functional_step(fast)
+    data = DeviceDataset(buffer, "cpu")
+    rng = np.random.default_rng(1)
+    for i in range(5):  # odd count: TD3's delayed actor update runs both ways
+        indices = rng.integers(0, len(buffer), 64)
+        torch.manual_seed(100 + i)  # same random numbers (noise, samples) on both paths
+        with policy_within_training_step(plain.policy):
+            batch = plain._preprocess_batch(buffer[indices], buffer, indices)
+            expected = plain._update_with_batch(batch).get_loss_stats_dict()
+        torch.manual_seed(100 + i)
+        values = step(data.gather(torch.as_tensor(indices)), step.variant())
+        step.advance()
+        got = step.to_stats(values.tolist()).get_loss_stats_dict()
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), (i, key)
+    assert_same_state(plain, fast)
+    if name.startswith("cql") or name == "cal_ql":  # not in state_dict: compare it directly
+        torch.testing.assert_close(fast.cql_log_alpha, plain.cql_log_alpha)
+
+
+def test_checkpoint_of_fast_path_continues_with_tianshou(built: dict) -> None:
+    """The fast path writes Adam's state where Tianshou's optimizer keeps it."""
+    algorithm, _, spec = built["td3_bc"]
+    buffer = random_buffer(300, spec.obs_dim, spec.act_dim)
+    fast = copy.deepcopy(algorithm)
+    update = make_fast_update(fast, buffer, "cpu", compile=False)
+    for _ in range(3):
+        update.run_step(32)
+    restored = copy.deepcopy(algorithm)
+    restored.load_state_dict(fast.state_dict())
+    assert_same_state(fast, restored, atol=0)
+    optim_state = restored.critic_optim.state_dict()["state"]
+    assert float(optim_state[0]["step"]) == 3.0
+    with policy_within_training_step(restored.policy):
+        stats = restored.update(buffer=buffer, sample_size=32)
+    assert np.isfinite(stats.critic1_loss)
+    assert float(restored.critic_optim.state_dict()["state"][0]["step"]) == 4.0
+
+
+def test_update_reports_mean_losses_and_falls_back_when_compiling_fails(
+    built: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    algorithm, _, spec = built["bc"]
+    buffer = random_buffer(300, spec.obs_dim, spec.act_dim)
+    twin = copy.deepcopy(algorithm)
+    fast = copy.deepcopy(algorithm)
+    update = make_fast_update(fast, buffer, "cpu", compile=False)
+    update.stats_interval = 3
+    torch.manual_seed(0)
+    with policy_within_training_step(fast.policy):
+        reported = [update.update(buffer, 32).loss for _ in range(4)]
+    torch.manual_seed(0)
+    twin_update = make_fast_update(twin, buffer, "cpu", compile=False)
+    losses = [twin_update.run_step(32).item() for _ in range(4)]
+    # the first update reports itself; then each report is the mean over the last 3 updates
+    assert reported[:3] == pytest.approx([losses[0]] * 3)
+    assert reported[3] == pytest.approx(np.mean(losses[1:]))
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    failing = FastUpdate(fast, functional_step(fast), DeviceDataset(buffer, "cpu"), compile=True)
+    before = copy.deepcopy(fast.state_dict())
+    with policy_within_training_step(fast.policy):
+        stats = failing.update(buffer, 32)
+    assert "compilation failed (RuntimeError: no C++ compiler)" in capsys.readouterr().out
+    assert failing.failed is not None and np.isfinite(stats.loss)
+    # Tianshou's update ran instead: one Adam step more than before
+    key = "policy.actor.last.model.0.weight"
+    assert not torch.equal(before[key], fast.state_dict()[key])
+
+
+@pytest.mark.skipif(
+    os.environ.get("FAST_PATH_COMPILE_TESTS") != "1",
+    reason="compiling takes minutes on a 2-core CPU; set FAST_PATH_COMPILE_TESTS=1",
+)
+@pytest.mark.parametrize("name", ["td3_bc", "cql"])
+def test_compiled_step_matches_eager_step(built: dict, name: str) -> None:
+    algorithm, _, spec = built[name]
+    buffer = algorithm.process_buffer(random_buffer(500, spec.obs_dim, spec.act_dim))
+    results = []
+    for compile_step in (False, True):
+        fast = copy.deepcopy(algorithm)
+        update = make_fast_update(fast, buffer, "cpu", compile=compile_step)
+        torch.manual_seed(0)
+        values = [update.run_step(64) for _ in range(4)]
+        results.append((fast, torch.stack(values)))
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-5)
+    assert_same_state(results[0][0], results[1][0])
