@@ -4,6 +4,8 @@ message naming the file and record, and shards download (and resume) over HTTP."
 
 import gzip
 import http.server
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -387,3 +389,29 @@ def test_no_network_says_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("RL_UNPLUGGED_URL_BASE", "http://127.0.0.1:9/rl_unplugged/atari")
     with pytest.raises(UserInputError, match=rf"put it at {shard_file(tmp_path)}"):
         convert(tmp_path, "0")
+
+
+# ---- end to end: an offline Atari script trains on a converted shard ----
+
+
+def test_atari_bcq_trains_a_few_steps_on_a_converted_shard(tmp_path):
+    rng = np.random.default_rng(3)
+    steps = []
+    for episode_id, length in enumerate((30, 25)):
+        episode, frames = make_episode(rng, length, True, episode_id)
+        steps += [(episode, frames, t) for t in range(length)]
+    write_shard(shard_file(tmp_path), records_of(steps))
+    convert(tmp_path, "0")
+    command = [sys.executable, str(SCRIPT.with_name("atari_bcq.py"))]
+    command += ["--task", "BreakoutNoFrameskip-v4", "--buffer-from-rl-unplugged"]
+    command += ["--load-buffer-name", str(buffer_file(tmp_path))]
+    command += ["--epoch", "1", "--epoch-num-steps", "3", "--batch-size", "4", "--test-num", "1"]
+    command += ["--max-episode-steps", "10", "--device", "cpu", "--no-progress"]
+    command += ["--run-dir", str(tmp_path / "run")]
+    # Tianshou's numba functions would take a minute to compile; run them as Python here.
+    environment = {**os.environ, "NUMBA_DISABLE_JIT": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"loaded 55 transitions from {buffer_file(tmp_path)}" in result.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["gradient_steps"] == 3

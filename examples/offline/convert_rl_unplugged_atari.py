@@ -158,6 +158,7 @@ class ShardStats:
     episodes: int = 0  # episode starts in the file (the first record starts one)
     terminals: int = 0  # records with d_t == 0
     discontinuities: int = 0  # same episode id, but o_t does not continue the previous record
+    worker_cpu_seconds: float = 0.0  # CPU time of the decoding worker processes
 
 
 def decode_png(png: bytes) -> np.ndarray | None:
@@ -166,18 +167,20 @@ def decode_png(png: bytes) -> np.ndarray | None:
     return frame if frame is not None and frame.shape == FRAME_SHAPE else None
 
 
-def decode_frames(pngs: list[bytes]) -> tuple[np.ndarray, int | None]:
+def decode_frames(pngs: list[bytes]) -> tuple[np.ndarray, int | None, float]:
     """Decode a batch of PNGs (runs in the worker processes).
 
-    Returns the frames and the position of the first PNG that could not be decoded, if any.
+    Returns the frames, the position of the first PNG that could not be decoded (if any) and
+    the CPU seconds spent, so that the main process can report the total CPU time.
     """
+    start = time.process_time()
     frames = np.empty((len(pngs), *FRAME_SHAPE), np.uint8)
     for position, png in enumerate(pngs):
         frame = decode_png(png)
         if frame is None:
-            return frames, position
+            return frames, position, time.process_time() - start
         frames[position] = frame
-    return frames, None
+    return frames, None, time.process_time() - start
 
 
 def _same_pixels(png_a: bytes, png_b: bytes) -> bool:
@@ -305,7 +308,9 @@ def convert_shard(
 
             def write_oldest() -> None:
                 batch, job = in_flight.popleft()
-                frames, bad_position = job.get() if pool else job
+                frames, bad_position, cpu_seconds = job.get() if pool else job
+                if pool:
+                    stats.worker_cpu_seconds += cpu_seconds
                 if bad_position is not None:
                     raise BadRecord(
                         batch.first_index + bad_position,
@@ -379,9 +384,7 @@ def main(argv: list[str] | None = None) -> list[tuple[Path, ShardStats, float]]:
     num_actions = num_actions_of(game)
     dataset_dir, buffer_dir = args.dataset_dir.expanduser(), args.buffer_dir.expanduser()
     results = []
-    # forkserver: workers start from a clean process, not a fork of one with open files
-    context = multiprocessing.get_context("forkserver")
-    pool = context.Pool(args.num_workers) if args.num_workers > 0 else None
+    pool = None
     try:
         for shard_id in shard_ids:
             destination = buffer_dir / game / f"{shard_name(args.run_id, shard_id)}.hdf5"
@@ -389,7 +392,10 @@ def main(argv: list[str] | None = None) -> list[tuple[Path, ShardStats, float]]:
                 print(f"{destination} exists, skipped (--overwrite converts it again)", flush=True)
                 continue
             source = shard_path(dataset_dir, game, args.run_id, shard_id)
-            start = time.perf_counter()
+            if pool is None and args.num_workers > 0:
+                # forkserver: workers start from a clean process, not a fork of one with open files
+                pool = multiprocessing.get_context("forkserver").Pool(args.num_workers)
+            start, start_cpu = time.perf_counter(), time.process_time()
             stats = convert_shard(
                 source,
                 destination,
@@ -400,10 +406,12 @@ def main(argv: list[str] | None = None) -> list[tuple[Path, ShardStats, float]]:
                 shard_id=shard_id,
             )
             seconds = time.perf_counter() - start
+            cpu_seconds = time.process_time() - start_cpu + stats.worker_cpu_seconds
             print(
                 f"{destination}: {stats.transitions} transitions, {stats.episodes} episodes "
                 f"({stats.terminals} ended by the game, {stats.discontinuities} gaps), "
-                f"{seconds:.1f} s ({stats.transitions / seconds:.0f} transitions/s)",
+                f"{seconds:.1f} s ({stats.transitions / seconds:.0f} transitions/s, "
+                f"{cpu_seconds:.1f} CPU-seconds)",
                 flush=True,
             )
             results.append((destination, stats, seconds))
