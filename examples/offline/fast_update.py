@@ -315,6 +315,11 @@ class TD3BCStep(FunctionalStep):
         return TD3TrainingStats(**dict(zip(self.stat_names, values, strict=True)))
 
 
+def _repeat_rows(x: Tensor, repeats: int) -> Tensor:
+    """Each row ``repeats`` times in a row (a static-shape repeat_interleave)."""
+    return x.unsqueeze(1).expand(x.shape[0], repeats, *x.shape[1:]).reshape(-1, *x.shape[1:])
+
+
 class CQLStep(FunctionalStep):
     """CQL as Tianshou's CQL._update_with_batch computes it, quirks included.
 
@@ -418,15 +423,17 @@ class CQLStep(FunctionalStep):
             returns = batch["rew"] + (1.0 - batch["done"]) * algo.gamma * q_next.flatten()
 
             # the penalty's sampled actions, shared by both critics
-            random_act = torch.empty(batch_size * repeats, act_dim, device=self.device)
-            random_act.uniform_(-algo.min_action, algo.max_action)
-            repeated_obs = obs.repeat_interleave(repeats, dim=0)
-            repeated_obs_next = obs_next.repeat_interleave(repeats, dim=0)
+            low, high = -algo.min_action, algo.max_action  # sic: Tianshou's bounds
+            random_act = low + (high - low) * torch.rand(
+                batch_size * repeats, act_dim, device=self.device
+            )
+            repeated_obs = _repeat_rows(obs, repeats)
+            repeated_obs_next = _repeat_rows(obs_next, repeats)
             act_cur, log_pi_cur = self._sample(repeated_obs)
             act_nxt, log_pi_nxt = self._sample(repeated_obs_next)
             random_log_prob = math.log(0.5**act_dim)
             if algo.calibrated:
-                mc_returns = batch["calibration_returns"].repeat_interleave(repeats)[:, None]
+                mc_returns = _repeat_rows(batch["calibration_returns"][:, None], repeats)
 
         def conservative_gap(params: Params, module: torch.nn.Module) -> tuple[Tensor, Tensor]:
             """(TD loss, unweighted penalty before the Lagrange scaling) of one critic."""

@@ -256,7 +256,6 @@ class OfflineRun:
         self.start_gradient_step = 0
         self.best_return = -np.inf
         self.train_seconds = 0.0
-        self.test_seconds = 0.0
         self.end_gradient_step = 0
         self._trainer: _ProgressOfflineTrainer | None = None
         # Tianshou's buffers sample with their own RandomState (seed 42 by default): seed it
@@ -353,9 +352,8 @@ class OfflineRun:
                 self.algorithm, self._trainer._buffer, self.args.device
             )
         started = time.time()
-        info = self._trainer.run()
+        self._trainer.run()
         self.train_seconds = time.time() - started
-        self.test_seconds = info.timing.test_time  # the evaluations within train_seconds
         self.end_gradient_step = self._trainer._current_update_step
         save_state(self.log_path / LAST_POLICY_NAME, self._policy_payload())
 
@@ -382,7 +380,6 @@ class OfflineRun:
             "log_path": str(self.log_path),
             "gradient_steps": max(self.end_gradient_step, self.start_gradient_step),
             "train_seconds": round(self.train_seconds, 1),
-            "test_seconds_within_train": round(self.test_seconds, 1),
             label: {
                 "episodes": len(returns),
                 "return_mean": float(returns.mean()),
