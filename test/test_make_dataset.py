@@ -181,6 +181,9 @@ def test_d4rl_names_map_to_gymnasium_v5():
     assert tool.gym_task_id("hopper") == "Hopper-v5"
     assert tool.gym_task_id("halfcheetah-medium-v2") == "HalfCheetah-v5"
     assert tool.gym_task_id("Walker2d-v3") == "Walker2d-v5"
+    assert tool.gym_task_id("ant") == "Ant-v5"
+    with pytest.raises(UserInputError, match="not a task this tool trains"):
+        tool.gym_task_id("Pendulum-v1")
 
 
 def test_bundled_dataset_is_small_documented_and_better_than_random():

@@ -49,6 +49,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import h5py
 import numpy as np
+import d4rl_data
 import torch
 from safe_io import UserInputError, atomic_write, run_main
 from tqdm import tqdm
@@ -61,13 +62,8 @@ SNAPSHOT_INDEX = "index.json"
 ACTION_LOG = "replay_actions.npz"
 CHECKPOINT = "checkpoint.pt"
 
-# D4RL's environment names (hopper, hopper-medium-v2, Hopper-v3, ...) -> gymnasium's MuJoCo v5
-GYM_TASKS = {
-    "hopper": "Hopper-v5",
-    "halfcheetah": "HalfCheetah-v5",
-    "walker2d": "Walker2d-v5",
-    "ant": "Ant-v5",
-}
+# The MuJoCo locomotion tasks D4RL made data for; D4RL's bare names ("hopper") are accepted too.
+D4RL_ENV_NAMES = {"hopper": "Hopper", "halfcheetah": "HalfCheetah", "walker2d": "Walker2d", "ant": "Ant"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,13 +73,14 @@ GYM_TASKS = {
 
 def gym_task_id(name: str) -> str:
     """``hopper``, ``Hopper-v2``, ``hopper-medium-v2`` or ``Hopper-v5`` -> ``Hopper-v5``."""
-    base = name.strip().split("-")[0].lower()
-    if base not in GYM_TASKS:
+    bare = D4RL_ENV_NAMES.get(name.strip().lower())
+    task_id = d4rl_data.gym_task_id(f"{bare}-v2" if bare else name.strip())
+    if task_id.split("-")[0] not in D4RL_ENV_NAMES.values():
         raise UserInputError(
-            f"unknown task {name!r}: use one of {', '.join(GYM_TASKS.values())} "
-            f"(or the D4RL names {', '.join(GYM_TASKS)})"
+            f"{name!r} is not a task this tool trains: use one of "
+            f"{', '.join(D4RL_ENV_NAMES)} (or their D4RL/gymnasium ids such as Hopper-v5)"
         )
-    return GYM_TASKS[base]
+    return task_id
 
 
 def short_name(task_id: str) -> str:
@@ -766,7 +763,9 @@ def write_dataset(path: Path, data: dict[str, np.ndarray], metadata: dict[str, A
     with atomic_write(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for key in D4RL_KEYS:
-                f.create_dataset(key, data=data[key], compression="gzip", compression_opts=4)
+                f.create_dataset(
+                    key, data=data[key], compression="gzip", compression_opts=4, shuffle=True
+                )
             group = f.create_group("metadata")
             for key, value in metadata.items():
                 group.attrs[key] = value
