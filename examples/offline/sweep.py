@@ -99,17 +99,23 @@ class GridPoint:
 # ----------------------------------------------------------------------------------------------
 
 
+def is_offline_script(path: Path) -> bool:
+    """d4rl_*.py / atari_*.py with a main (not a helper module such as d4rl_task.py)."""
+    return (
+        path.name.startswith(tuple(DATA_OPTIONS)) and '__name__ == "__main__"' in path.read_text()
+    )
+
+
 def resolve_script(name: str) -> Path:
     """ "d4rl_cql", "d4rl_cql.py" or a path -> the script's absolute path."""
-    candidates = [Path(name), HERE / name, HERE / f"{name}.py"]
-    for path in candidates:
+    for path in (Path(name), HERE / name, HERE / f"{name}.py"):
         if path.is_file() and path.suffix == ".py":
-            if not path.name.startswith(tuple(DATA_OPTIONS)):
+            if not is_offline_script(path):
                 raise UserInputError(
                     f"{name}: the sweep runs the offline scripts d4rl_*.py and atari_*.py"
                 )
             return path.resolve()
-    known = sorted(p.stem for p in HERE.glob("*.py") if p.name.startswith(tuple(DATA_OPTIONS)))
+    known = sorted(p.stem for p in HERE.glob("*.py") if is_offline_script(p))
     raise UserInputError(f"no script {name!r} in {HERE}; choose from {', '.join(known)}")
 
 
@@ -212,7 +218,13 @@ def connect_ray(address: str | None, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, logging_level="WARNING")
+        try:
+            ray.init(address=address, logging_level="WARNING")
+        except ConnectionError as err:
+            raise UserInputError(
+                f"no Ray cluster at --address {address} ({err}); start one with "
+                "'ray start --head', or leave --address out to run on this machine"
+            ) from err
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
 
