@@ -7,11 +7,10 @@ from pathlib import Path
 
 import gymnasium as gym
 import h5py
+import make_d4rl_dataset as tool
 import numpy as np
 import pytest
 import torch
-
-import make_d4rl_dataset as tool
 from safe_io import UserInputError
 
 OFFLINE_DIR = Path(tool.__file__).resolve().parent
@@ -88,7 +87,9 @@ def test_episodes_flags_and_physics_are_consistent(made, level):
     assert lengths.max() <= tool.EPISODE_STEPS
     # Within an episode, each next observation is the following observation, bit for bit.
     inside = np.setdiff1d(np.arange(NUM_TRANSITIONS - 1), ends)
-    np.testing.assert_array_equal(data["next_observations"][inside], data["observations"][inside + 1])
+    np.testing.assert_array_equal(
+        data["next_observations"][inside], data["observations"][inside + 1]
+    )
     # Hopper's observation is qpos without the x position, then the clipped qvel.
     rebuilt = np.concatenate([data["infos/qpos"][:, 1:], np.clip(data["infos/qvel"], -10, 10)], 1)
     np.testing.assert_array_equal(rebuilt.astype(np.float32), data["observations"])
@@ -134,7 +135,9 @@ def test_train_resumes_exactly_and_medium_replay_rebuilds_its_buffer(tmp_path):
     tool.main(tiny + ["--steps", "170", "--run-dir", str(tmp_path / "two-legs")])
     leg1 = torch.load(tmp_path / "two-legs" / "checkpoint.pt", weights_only=False)
     assert leg1["action_log"]["actions"].shape == (170, 3)
-    tool.main(tiny + ["--steps", "200", "--resume-path", str(tmp_path / "two-legs" / "checkpoint.pt")])
+    tool.main(
+        tiny + ["--steps", "200", "--resume-path", str(tmp_path / "two-legs" / "checkpoint.pt")]
+    )
 
     one = torch.load(tmp_path / "one-leg" / "checkpoint.pt", weights_only=False)
     two = torch.load(tmp_path / "two-legs" / "checkpoint.pt", weights_only=False)
@@ -192,6 +195,8 @@ def test_bundled_dataset_is_small_documented_and_better_than_random():
     data, metadata = read(BUNDLED)
     assert len(data["rewards"]) == metadata["num_transitions"] == 50_000
     assert metadata["level"] == "medium" and metadata["env_id"] == "Hopper-v5"
-    assert metadata["snapshot"] in {s["file"] for s in tool.load_index(HOPPER_SNAPSHOTS)["snapshots"]}
+    assert metadata["snapshot"] in {
+        s["file"] for s in tool.load_index(HOPPER_SNAPSHOTS)["snapshots"]
+    }
     assert tool.episode_returns(data).mean() > 10 * 20  # uniform random actions give about 18
     assert str(BUNDLED.name) in (OFFLINE_DIR / "data" / "README.md").read_text()

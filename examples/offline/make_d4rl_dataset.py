@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import d4rl_data
 import gymnasium as gym
 import h5py
 import numpy as np
-import d4rl_data
 import torch
 from safe_io import UserInputError, atomic_write, run_main
 from tqdm import tqdm
@@ -63,7 +63,12 @@ ACTION_LOG = "replay_actions.npz"
 CHECKPOINT = "checkpoint.pt"
 
 # The MuJoCo locomotion tasks D4RL made data for; D4RL's bare names ("hopper") are accepted too.
-D4RL_ENV_NAMES = {"hopper": "Hopper", "halfcheetah": "HalfCheetah", "walker2d": "Walker2d", "ant": "Ant"}
+D4RL_ENV_NAMES = {
+    "hopper": "Hopper",
+    "halfcheetah": "HalfCheetah",
+    "walker2d": "Walker2d",
+    "ant": "Ant",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +97,9 @@ def make_env(task_id: str) -> gym.Env:
     env = gym.make(task_id, max_episode_steps=EPISODE_STEPS)
     space = env.action_space
     # Actions are stored as the SAC actor's tanh output, so the env's range must be [-1, 1].
-    if not (isinstance(space, gym.spaces.Box) and np.all(space.low == -1) and np.all(space.high == 1)):
+    if not (
+        isinstance(space, gym.spaces.Box) and np.all(space.low == -1) and np.all(space.high == 1)
+    ):
         raise UserInputError(f"{task_id}: expected continuous actions in [-1, 1], got {space}")
     return env
 
@@ -224,6 +231,10 @@ D4RL_DTYPES = {
     "infos/qvel": np.float64,
 }
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
+# The D4RL columns in the order of a replay-buffer transition (see add_transition)
+TRANSITION_KEYS = (
+    "observations", "actions", "rewards", "next_observations", "terminals", "timeouts"
+)  # fmt: skip
 
 
 def concatenate_episodes(episodes: list[dict[str, np.ndarray]], limit: int | None = None):
@@ -283,7 +294,9 @@ def collect(
         for i, env in enumerate(envs):
             qpos, qvel = physics_state(env)
             next_obs, reward, terminated, truncated, _ = env.step(actions[i])
-            recorders[i].add(obs[i], actions[i], reward, next_obs, terminated, truncated, qpos, qvel)
+            recorders[i].add(
+                obs[i], actions[i], reward, next_obs, terminated, truncated, qpos, qvel
+            )
             if terminated or truncated:
                 finished.append(recorders[i].arrays())
                 num_finished_transitions += len(recorders[i])
@@ -358,15 +371,22 @@ class ActionLog:
         )
 
 
+@dataclass
+class Replay:
+    """What replaying an action log gives back."""
+
+    data: dict[str, np.ndarray] | None  # D4RL arrays of every replayed transition
+    env: gym.Env  # left after the last logged action, for resuming training
+    obs: np.ndarray  # its current observation
+    open_episode_return: float  # the return so far of the episode still running
+    return_error: float  # largest |logged - replayed| episode return (0.0: exact)
+
+
 def replay_action_log(
     task_id: str, log: ActionLog, progress: bool = False, full_precision: bool = False
 ):
-    """Replay the logged actions from the logged seeds.
-
-    Returns the D4RL arrays of all replayed transitions, the environment (left in the state
-    after the last logged action, for resuming training), its current observation, and the
-    largest difference between a logged and a replayed episode return (0.0 = exact).
-    """
+    """Replay the logged actions from the logged seeds (an episode still running at the end
+    of the log ends in a timeout in ``data``)."""
     env = make_env(task_id)
     recorders = [EpisodeRecorder(full_precision)]
     obs, _ = env.reset(seed=log.episode_seeds[0]) if log.episode_seeds else env.reset()
@@ -400,7 +420,7 @@ def replay_action_log(
     data = concatenate_episodes(episodes) if episodes else None
     if data is not None and not (data["terminals"][-1] or data["timeouts"][-1]):
         data["timeouts"][-1] = True  # the log ends mid-episode: a truncation, as in D4RL
-    return data, env, obs, worst_return_error
+    return Replay(data, env, obs, episode_return, worst_return_error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,11 +506,11 @@ def evaluate_actor(actor: torch.nn.Module, task_id: str, episodes: int, seed: in
 class StopRequest:
     """Turns SIGINT/SIGTERM into a flag, so training stops between two steps and checkpoints."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self) -> None:
         self.requested = False
         self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -502,20 +522,161 @@ class StopRequest:
         self.requested = True
 
 
+# Settings that define a run: a resumed run takes them from its checkpoint.
+RUN_SETTINGS = (
+    "task", "seed", "hidden_sizes", "actor_lr", "critic_lr", "alpha_lr", "tau", "gamma",
+    "batch_size", "buffer_size", "start_steps", "updates_per_step", "snapshot_every",
+    "eval_episodes",
+)  # fmt: skip
+
+
+class SacRun:
+    """One SAC training run: the networks, the replay buffer, the environment and the action
+    log, one ``step()`` at a time, saved as a checkpoint and as actor snapshots."""
+
+    def __init__(self, args: argparse.Namespace, device: str) -> None:
+        from tianshou.data import ReplayBuffer
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.args = args
+        self.run_dir = Path(args.run_dir)
+        self.snapshot_dir = self.run_dir / "snapshots"
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(args.seed)
+        self.env = make_env(args.task)
+        self.obs_dim = int(np.prod(self.env.observation_space.shape))
+        self.act_dim = int(np.prod(self.env.action_space.shape))
+        self.algorithm = build_sac(self.env, args, device)
+        self.buffer = ReplayBuffer(args.buffer_size, random_seed=args.seed)
+        self.random_actions = np.random.default_rng(args.seed)  # before learning starts
+        self.log = ActionLog.empty(self.act_dim, args.steps)
+        self.index: dict[str, Any] = {
+            "task": args.task,
+            "hidden_sizes": args.hidden_sizes,
+            "seed": args.seed,
+            "eval_episodes": args.eval_episodes,
+            "start_steps": args.start_steps,
+            "return": "mean episode return with actions sampled from the SAC policy",
+            "snapshots": [],
+        }
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self.log.episode_seeds.append(episode_seed(args.seed, 0))
+        self.obs, _ = self.env.reset(seed=self.log.episode_seeds[0])
+        self.episode_return = 0.0
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint: networks, optimizers and RNGs are loaded; the replay
+        buffer and the running episode are rebuilt by replaying the action log."""
+        self.algorithm.load_state_dict(checkpoint["algorithm"])
+        self.algorithm.alpha._optim.load_state_dict(checkpoint["alpha_optim"])  # not in the above
+        self.index = checkpoint["index"]
+        self.log = ActionLog.from_arrays(checkpoint["action_log"])
+        replay = replay_action_log(self.args.task, self.log, progress=True, full_precision=True)
+        if replay.return_error > 1e-6:
+            print(
+                f"warning: the replay differs from the run (return error {replay.return_error:.3g})"
+            )
+        self.env, self.obs, self.episode_return = replay.env, replay.obs, replay.open_episode_return
+        data = replay.data
+        if data is not None:
+            num_finished = sum(self.log.episode_lengths)
+            episode_open = num_finished < len(data["rewards"])
+            # replay_action_log marks an open episode's last step as a timeout: undo that
+            data["timeouts"][-1] &= not episode_open
+            for i in range(len(data["rewards"])):
+                add_transition(self.buffer, *(data[key][i] for key in TRANSITION_KEYS))
+        self.buffer._random_state.set_state(checkpoint["buffer_rng"])
+        self.random_actions.bit_generator.state = checkpoint["random_actions_rng"]
+        set_rng_states(checkpoint["rng"])
+
+    def step(self) -> None:
+        """One env step (random actions during warm-up, then SAC's), then SAC's updates."""
+        from tianshou.utils.torch_utils import policy_within_training_step
+
+        args, log = self.args, self.log
+        if log.num_steps < args.start_steps:
+            action = self.random_actions.uniform(-1.0, 1.0, self.act_dim)
+        else:
+            action = actor_actions(self.algorithm.policy.actor, self.obs[None], None)[0]
+        action = to_env_action(action)
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        add_transition(self.buffer, self.obs, action, reward, next_obs, terminated, truncated)
+        log.append(action)
+        self.episode_return += float(reward)
+        self.obs = next_obs
+        if terminated or truncated:
+            log.episode_lengths.append(log.num_steps - sum(log.episode_lengths))
+            log.episode_returns.append(self.episode_return)
+            self.writer.add_scalar("train/episode_return", self.episode_return, log.num_steps)
+            self.episode_return = 0.0
+            log.episode_seeds.append(episode_seed(args.seed, len(log.episode_seeds)))
+            self.obs, _ = self.env.reset(seed=log.episode_seeds[-1])
+
+        if log.num_steps >= args.start_steps:
+            with policy_within_training_step(self.algorithm.policy):
+                for _ in range(args.updates_per_step):
+                    stats = self.algorithm.update(buffer=self.buffer, sample_size=args.batch_size)
+            if log.num_steps % 1000 == 0:
+                for key, value in stats.get_loss_stats_dict().items():
+                    self.writer.add_scalar(f"train/{key}", value, log.num_steps)
+
+    def save_checkpoint(self) -> Path:
+        payload = {
+            "args": vars(self.args),
+            "algorithm": self.algorithm.state_dict(),
+            "alpha_optim": self.algorithm.alpha._optim.state_dict(),
+            "action_log": self.log.to_arrays(),
+            "buffer_rng": self.buffer._random_state.get_state(),
+            "random_actions_rng": self.random_actions.bit_generator.state,
+            "rng": rng_states(),
+            "index": self.index,
+            "tool_version": TOOL_VERSION,
+        }
+        with atomic_write(self.run_dir / CHECKPOINT) as tmp:
+            torch.save(payload, tmp)
+        # make's medium-replay reads the action log from the snapshot folder
+        with atomic_write(self.snapshot_dir / ACTION_LOG) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **self.log.to_arrays())
+        write_json(self.snapshot_dir / SNAPSHOT_INDEX, self.index)
+        return self.run_dir / CHECKPOINT
+
+    def save_snapshot(self) -> dict[str, Any]:
+        """Evaluate the actor and keep its weights with the return it reached."""
+        step, actor = self.log.num_steps, self.algorithm.policy.actor
+        actor.eval()
+        returns = evaluate_actor(
+            actor, self.args.task, self.args.eval_episodes, seed=episode_seed(self.args.seed, step)
+        )  # (evaluate_actor derives its own reset seeds from this one)
+        actor.train()
+        entry = {
+            "step": step,
+            "file": snapshot_file_name(step),
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+        }
+        payload = {
+            "actor": {k: v.detach().cpu().float().clone() for k, v in actor.state_dict().items()},
+            "task": self.args.task,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "hidden_sizes": list(self.args.hidden_sizes),
+            **entry,
+        }
+        with atomic_write(self.snapshot_dir / entry["file"]) as tmp:
+            torch.save(payload, tmp)
+        self.index["snapshots"] = [s for s in self.index["snapshots"] if s["step"] != step]
+        self.index["snapshots"].append(entry)
+        write_json(self.snapshot_dir / SNAPSHOT_INDEX, self.index)
+        self.writer.add_scalar("eval/return_mean", entry["return_mean"], step)
+        return entry
+
+
 def add_transition(buffer, obs, action, reward, next_obs, terminated, truncated) -> None:
     from tianshou.data import Batch
 
-    buffer.add(
-        Batch(
-            obs=obs,
-            act=action,
-            rew=reward,
-            terminated=terminated,
-            truncated=truncated,
-            obs_next=next_obs,
-            info={},
-        )
-    )
+    batch = Batch(obs=obs, act=action, rew=reward, terminated=terminated, truncated=truncated,
+                  obs_next=next_obs, info={})  # fmt: skip
+    buffer.add(batch)
 
 
 def rng_states() -> dict[str, Any]:
@@ -531,180 +692,62 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def train(args: argparse.Namespace) -> None:
-    from tianshou.data import ReplayBuffer
-    from tianshou.utils.torch_utils import policy_within_training_step
-    from torch.utils.tensorboard import SummaryWriter
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserInputError(f"--resume-path {path} does not exist: give a {CHECKPOINT} of 'train'")
+    try:
+        # On the CPU (RNG states must stay there); load_state_dict moves the rest.
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: any unpickling error
+        raise UserInputError(f"{path} is not a readable checkpoint ({err})") from err
 
+
+def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     checkpoint = None
     if args.resume_path:
         path = Path(args.resume_path).expanduser()
-        if not path.is_file():
-            raise UserInputError(f"--resume-path {path} does not exist: give a {CHECKPOINT} from 'train'")
-        try:
-            # Loaded on the CPU (RNG states must stay there); load_state_dict moves the rest.
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise UserInputError(f"{path} is not a readable checkpoint ({err})") from err
-        # The run's settings come from the checkpoint; only the length and output may change.
+        checkpoint = load_checkpoint(path)
         saved = checkpoint["args"]
         if args.task and gym_task_id(args.task) != saved["task"]:
-            raise UserInputError(f"--task {args.task} differs from the checkpoint's {saved['task']}")
-        for key in ("task", "seed", "hidden_sizes", "actor_lr", "critic_lr", "alpha_lr", "tau",
-                    "gamma", "batch_size", "buffer_size", "start_steps", "snapshot_every",
-                    "eval_episodes", "updates_per_step"):
+            raise UserInputError(
+                f"--task {args.task} differs from the checkpoint's {saved['task']}"
+            )
+        for key in RUN_SETTINGS:  # only --steps, the checkpointing and the device may change
             setattr(args, key, saved[key])
         args.run_dir = str(path.parent)
     else:
         args.task = gym_task_id(args.task or "Hopper-v5")
-    run_dir = Path(args.run_dir or f"log/make_d4rl/{short_name(args.task)}-sac-seed{args.seed}")
-    snapshot_dir = run_dir / "snapshots"
-    snapshot_dir.mkdir(parents=True, exist_ok=True)
+        args.run_dir = args.run_dir or f"log/make_d4rl/{short_name(args.task)}-sac-seed{args.seed}"
 
-    torch.manual_seed(args.seed)
-    env = make_env(args.task)
-    algorithm = build_sac(env, args, device)
-    obs_dim = int(np.prod(env.observation_space.shape))
-    act_dim = int(np.prod(env.action_space.shape))
-    buffer = ReplayBuffer(args.buffer_size, random_seed=args.seed)
-    random_actions = np.random.default_rng(args.seed)  # actions before learning starts
-    index = {
-        "task": args.task,
-        "hidden_sizes": args.hidden_sizes,
-        "seed": args.seed,
-        "eval_episodes": args.eval_episodes,
-        "start_steps": args.start_steps,
-        "return": "mean episode return with actions sampled from the SAC policy",
-        "snapshots": [],
-    }
-
-    if checkpoint is None:
-        log = ActionLog.empty(act_dim, args.steps)
-        log.episode_seeds.append(episode_seed(args.seed, 0))
-        obs, _ = env.reset(seed=log.episode_seeds[0])
-        episode_return = 0.0
-    else:
-        algorithm.load_state_dict(checkpoint["algorithm"])
-        algorithm.alpha._optim.load_state_dict(checkpoint["alpha_optim"])  # not in the above
-        index = checkpoint["index"]
-        log = ActionLog.from_arrays(checkpoint["action_log"])
-        # Rebuild the replay buffer (and the running episode) by replaying the action log.
-        data, env, obs, error = replay_action_log(
-            args.task, log, progress=True, full_precision=True
-        )
-        if error > 1e-6:
-            print(f"warning: replay differs from the original run (return error {error:.3g})")
-        if data is not None:
-            running = len(log.episode_seeds) > len(log.episode_lengths)  # an episode is open
-            for i in range(len(data["rewards"])):
-                open_episode_end = running and i == len(data["rewards"]) - 1
-                add_transition(buffer, data["observations"][i], data["actions"][i],
-                               data["rewards"][i], data["next_observations"][i],
-                               data["terminals"][i],
-                               data["timeouts"][i] and not open_episode_end)
-        buffer._random_state.set_state(checkpoint["buffer_rng"])
-        random_actions.bit_generator.state = checkpoint["random_actions_rng"]
-        set_rng_states(checkpoint["rng"])
-        open_part = data["rewards"][sum(log.episode_lengths):] if data is not None else []
-        episode_return = float(np.sum(open_part, dtype=np.float64))
-        print(f"resumed {args.task} at env step {log.num_steps} from {path}")
-
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def save_checkpoint() -> None:
-        payload = {
-            "args": vars(args),
-            "algorithm": algorithm.state_dict(),
-            "alpha_optim": algorithm.alpha._optim.state_dict(),
-            "action_log": log.to_arrays(),
-            "buffer_rng": buffer._random_state.get_state(),
-            "random_actions_rng": random_actions.bit_generator.state,
-            "rng": rng_states(),
-            "index": index,
-            "tool_version": TOOL_VERSION,
-        }
-        with atomic_write(run_dir / CHECKPOINT) as tmp:
-            torch.save(payload, tmp)
-        with atomic_write(snapshot_dir / ACTION_LOG) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **log.to_arrays())
-        write_json(snapshot_dir / SNAPSHOT_INDEX, index)
-
-    def save_snapshot(step: int) -> None:
-        actor = algorithm.policy.actor
-        actor.eval()
-        returns = evaluate_actor(actor, args.task, args.eval_episodes, seed=args.seed * 1_000_003 + step)
-        actor.train()
-        entry = {
-            "step": step,
-            "file": snapshot_file_name(step),
-            "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()),
-        }
-        payload = {
-            "actor": {k: v.detach().cpu().float().clone() for k, v in actor.state_dict().items()},
-            "task": args.task,
-            "obs_dim": obs_dim,
-            "act_dim": act_dim,
-            "hidden_sizes": list(args.hidden_sizes),
-            **entry,
-        }
-        with atomic_write(snapshot_dir / entry["file"]) as tmp:
-            torch.save(payload, tmp)
-        index["snapshots"] = [s for s in index["snapshots"] if s["step"] != step] + [entry]
-        write_json(snapshot_dir / SNAPSHOT_INDEX, index)
-        writer.add_scalar("eval/return_mean", entry["return_mean"], step)
-        bar.write(f"step {step}: return {entry['return_mean']:.1f} ± {entry['return_std']:.1f}")
-
+    run = SacRun(args, device)
+    if checkpoint is not None:
+        run.resume(checkpoint)
+        print(f"resumed {args.task} at env step {run.log.num_steps} from {args.resume_path}")
     stop = StopRequest()
+    first_step, started_at = run.log.num_steps, time.time()
     try:
-        bar = tqdm(total=args.steps, initial=log.num_steps, unit="step", smoothing=0.02)
-        started_at, first_step = time.time(), log.num_steps
-        while log.num_steps < args.steps and not stop.requested:
-            step = log.num_steps
-            if step < args.start_steps:
-                action = random_actions.uniform(-1.0, 1.0, act_dim)
-            else:
-                action = actor_actions(algorithm.policy.actor, obs[None], None)[0]
-            action = to_env_action(action)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            add_transition(buffer, obs, action, reward, next_obs, terminated, truncated)
-            log.append(action)
-            episode_return += float(reward)
-            obs = next_obs
-            if terminated or truncated:
-                log.episode_lengths.append(log.num_steps - sum(log.episode_lengths))
-                log.episode_returns.append(episode_return)
-                writer.add_scalar("train/episode_return", episode_return, log.num_steps)
-                episode_return = 0.0
-                log.episode_seeds.append(episode_seed(args.seed, len(log.episode_seeds)))
-                obs, _ = env.reset(seed=log.episode_seeds[-1])
-
-            if log.num_steps >= args.start_steps:
-                with policy_within_training_step(algorithm.policy):
-                    for _ in range(args.updates_per_step):
-                        stats = algorithm.update(buffer=buffer, sample_size=args.batch_size)
-                if log.num_steps % 1000 == 0:
-                    for key, value in stats.get_loss_stats_dict().items():
-                        writer.add_scalar(f"train/{key}", value, log.num_steps)
-            learning = log.num_steps > args.start_steps  # no snapshots of the untrained actor
-            if learning and log.num_steps % args.snapshot_every == 0:
-                save_snapshot(log.num_steps)
-            if log.num_steps % args.checkpoint_every == 0:
-                save_checkpoint()
-            bar.update(1)
-        bar.close()
+        with tqdm(total=args.steps, initial=first_step, unit="step", smoothing=0.02) as bar:
+            while run.log.num_steps < args.steps and not stop.requested:
+                run.step()
+                step = run.log.num_steps
+                # no snapshots of the untrained actor of the warm-up
+                if step > args.start_steps and step % args.snapshot_every == 0:
+                    entry = run.save_snapshot()
+                    bar.write(f"step {step}: return {entry['return_mean']:.1f} "
+                              f"± {entry['return_std']:.1f}")  # fmt: skip
+                if step % args.checkpoint_every == 0:
+                    run.save_checkpoint()
+                bar.update(1)
     finally:
         stop.restore()
-    save_checkpoint()
-    writer.close()
-    elapsed = time.time() - started_at
-    speed = (log.num_steps - first_step) / max(elapsed, 1e-9)
-    print(f"{log.num_steps} env steps; {speed:.0f} SAC steps/s; checkpoint {run_dir / CHECKPOINT}")
+    checkpoint_path = run.save_checkpoint()
+    run.writer.close()
+    speed = (run.log.num_steps - first_step) / (time.time() - started_at)
+    print(f"{run.log.num_steps} env steps ({speed:.0f} SAC steps/s); checkpoint {checkpoint_path}")
     if stop.requested:
-        print(f"stopped early: continue with --resume-path {run_dir / CHECKPOINT}")
+        print(f"stopped early: continue with --resume-path {checkpoint_path}")
         raise KeyboardInterrupt
 
 
@@ -885,9 +928,18 @@ def make(args: argparse.Namespace) -> None:
         if level not in made:
             # Each level has its own seed, so medium and expert never share resets.
             seed = episode_seed(args.seed, LEVELS.index(level))
-            made[level] = timed(level, lambda: collect_in_parallel(
-                task_id, snapshot_dir, snapshot, seed=seed, num_transitions=args.num_transitions,
-                num_envs=args.num_envs, workers=args.workers))
+            made[level] = timed(
+                level,
+                lambda: collect_in_parallel(
+                    task_id,
+                    snapshot_dir,
+                    snapshot,
+                    seed=seed,
+                    num_transitions=args.num_transitions,
+                    num_envs=args.num_envs,
+                    workers=args.workers,
+                ),
+            )
         return made[level]
 
     def describe(entry: dict[str, Any]) -> dict[str, Any]:
@@ -952,9 +1004,8 @@ def medium_replay(snapshot_dir: Path, task_id: str, medium: dict[str, Any]):
             f"{medium['step']}: export again from a later checkpoint"
         )
     log = ActionLog.from_arrays(log.to_arrays(upto=medium["step"]))
-    data, _, _, error = timed(
-        "medium-replay", lambda: replay_action_log(task_id, log, progress=True)
-    )
+    replay = timed("medium-replay", lambda: replay_action_log(task_id, log, progress=True))
+    data, error = replay.data, replay.return_error
     if error > 1e-6:
         print(
             f"warning: the replay differs from the training run (episode return error "
@@ -975,7 +1026,7 @@ def timed(what: str, make_data: Callable[[], Any]) -> Any:
     """Run ``make_data`` and print its speed in transitions per second."""
     started = time.time()
     result = make_data()
-    data = result[0] if isinstance(result, tuple) else result
+    data = result.data if isinstance(result, Replay) else result
     elapsed = time.time() - started
     size = len(data["rewards"])
     print(f"{what}: {size} transitions in {elapsed:.1f} s ({size / elapsed:.0f} transitions/s)")
@@ -999,8 +1050,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     modes = parser.add_subparsers(dest="mode", required=True)
 
     t = modes.add_parser("train", help="train SAC online and keep policy snapshots")
-    t.add_argument("--task", default=None, help="Hopper-v5, HalfCheetah-v5, Walker2d-v5, Ant-v5 "
-                   "or a D4RL name such as hopper (default Hopper-v5)")
+    t.add_argument(
+        "--task",
+        default=None,
+        help="Hopper-v5, HalfCheetah-v5, Walker2d-v5, Ant-v5 "
+        "or a D4RL name such as hopper (default Hopper-v5)",
+    )
     t.add_argument("--steps", type=positive_int, default=300_000, help="total env steps")
     t.add_argument("--run-dir", default=None, help="default log/make_d4rl/<env>-sac-seed<seed>")
     t.add_argument("--resume-path", default=None, help=f"a {CHECKPOINT} to continue from")
@@ -1038,7 +1093,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="processes collecting in parallel (the data depends on this number too)",
     )
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--out", default=DEFAULT_OUT_DIR, help=f"output folder (default {DEFAULT_OUT_DIR})")
+    m.add_argument(
+        "--out", default=DEFAULT_OUT_DIR, help=f"output folder (default {DEFAULT_OUT_DIR})"
+    )
     return parser.parse_args(argv)
 
 
