@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
+import re
 import subprocess
 import sys
 import time
@@ -118,21 +120,30 @@ def main() -> None:
             *("--dataset-dir", str(dataset_dir), "--buffer-dir", str(args.work_dir / "buffers")),
             *("--num-workers", str(workers), "--overwrite"),
         ]
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
-        subprocess.run(command, check=True)
+        result = subprocess.run(command, check=True, capture_output=True, text=True)
         seconds = time.perf_counter() - start
+        print(result.stdout, end="", flush=True)
+        # the converter reports the CPU time of its main process plus its decoding workers
+        cpu_seconds = float(re.search(r"([\d.]+) CPU-seconds", result.stdout)[1])
         output = args.work_dir / "buffers" / args.game / "run_1-00000-of-00100.hdf5"
         with h5py.File(output) as file:
             transitions = len(file["act"])
-        rows.append((transitions, seconds, workers))
-    print(f"\n{'transitions':>12} {'seconds':>8} {'transitions/s':>14} {'workers':>8}")
-    for transitions, seconds, workers in rows:
-        print(f"{transitions:>12} {seconds:>8.1f} {transitions / seconds:>14.0f} {workers:>8}")
+            assert transitions == args.records, transitions
+        rows.append((transitions, seconds, cpu_seconds, workers, load_before))
+
+    print(f"\nmachine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    print("load: the 1-minute load average before the run (other processes on the machine)")
+    header = ("transitions", "seconds", "transitions/s", "CPU-seconds", "workers", "load")
+    print(" ".join(f"{name:>13}" for name in header))
+    for transitions, seconds, cpu_seconds, workers, load in rows:
+        values = (transitions, f"{seconds:.1f}", f"{transitions / seconds:.0f}")
+        values += (f"{cpu_seconds:.1f}", workers, f"{load:.1f}")
+        print(" ".join(f"{value:>13}" for value in values))
     seed_seconds = args.records / SEED_TRANSITIONS_PER_SECOND
-    print(
-        f"{args.records:>12} {seed_seconds:>8.0f} {SEED_TRANSITIONS_PER_SECOND:>14} "
-        f"{'seed (TensorFlow, ~1 h per shard)':>8}"
-    )
+    values = (args.records, f"{seed_seconds:.0f}", SEED_TRANSITIONS_PER_SECOND)
+    print(" ".join(f"{value:>13}" for value in values), " seed (TensorFlow, ~1 h a shard)")
 
 
 if __name__ == "__main__":

@@ -255,6 +255,7 @@ def bad_shards():
             r"record 0: feature 'r_t' must hold 1 float_list value\(s\), not 2",
         ),
         ("not_gzip", b"this is not a shard\n" * 10, r"record 0: not a GZIP file"),
+        ("empty", b"", r"record 0: the file is empty"),
         (
             "not_tfrecord",
             gzip_bytes(b"plain text, gzip-compressed\n" * 10),

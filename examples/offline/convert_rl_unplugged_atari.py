@@ -22,11 +22,11 @@ and ``episode_return``. Episodes are cut at 108,000 steps (discount stays 1 ther
 How records become buffer rows (see ``atari_buffer.py`` for the file format)
 ---------------------------------------------------------------------------
 Row t of ``<buffer-dir>/<game>/run_<run_id>-<shard_id:05d>-of-00100.hdf5`` is record t:
-``frames[t]`` = the newest frame of o_t, ``act`` = a_t, ``rew`` = r_t as recorded (unclipped
-as stored), ``terminated`` = (d_t == 0). A new episode starts at record t+1 when record t is
+``frames[t]`` = the newest frame of o_t, ``act`` = a_t, ``rew`` = r_t as recorded (not
+clipped), ``terminated`` = (d_t == 0). A new episode starts at record t+1 when record t is
 terminal, when the ``episode_id`` changes, or when record t+1's o_t does not continue record t's
 (its second-newest frame is not record t's newest frame: missing records); record t is then
-marked ``truncated`` unless it is terminal. The shard's last record is marked truncated too.
+marked ``truncated`` unless it is terminal; so is the shard's last record.
 
 At sampling, ``load_atari_buffer`` stacks ``frames[t-3..t]`` within an episode and repeats an
 episode's first frame before its start. So inside an episode the stacked obs equals the
@@ -44,6 +44,11 @@ Consecutive records share 7 of their 8 frames, so only the newest frame of each 
 decoded (once per distinct frame); the other 7 PNGs are checked by their headers only. The
 main process inflates, checks CRCs and parses; ``--num-workers`` processes decode batches of
 PNGs. See benchmarks/README.md ("RL Unplugged converter") for measured times.
+
+Bad input (a truncated or corrupt file, a CRC mismatch, a record without a needed feature, a
+frame that is not an 84x84 grayscale PNG, an action out of range) stops the conversion with one
+line naming the file and the record index, exit code 2; the output file appears only when the
+whole shard converted.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import cv2
@@ -90,7 +96,9 @@ PNG_PREFIX = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + (84).to_bytes(4, "big") 
 # own warnings (this also runs in every worker process, which imports this module).
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 BATCH_SIZE = 2048  # records per decoding job: amortizes the inter-process overhead
-MAX_JOBS_IN_FLIGHT = 6  # decoding jobs queued ahead of the writer (about 18 MB each)
+MAX_JOBS_IN_FLIGHT = 6  # decoding jobs queued ahead of the writer
+FRAME_BYTES = FRAME_SHAPE[0] * FRAME_SHAPE[1]
+SLOT_BYTES = BATCH_SIZE * FRAME_BYTES  # the frames of one batch: 14 MB
 
 
 def shard_name(run_id: int, shard_id: int) -> str:
@@ -167,20 +175,78 @@ def decode_png(png: bytes) -> np.ndarray | None:
     return frame if frame is not None and frame.shape == FRAME_SHAPE else None
 
 
-def decode_frames(pngs: list[bytes]) -> tuple[np.ndarray, int | None, float]:
-    """Decode a batch of PNGs (runs in the worker processes).
-
-    Returns the frames, the position of the first PNG that could not be decoded (if any) and
-    the CPU seconds spent, so that the main process can report the total CPU time.
-    """
-    start = time.process_time()
-    frames = np.empty((len(pngs), *FRAME_SHAPE), np.uint8)
+def decode_frames_into(frames: np.ndarray, pngs: list[bytes]) -> int | None:
+    """Decode PNGs into ``frames[:len(pngs)]``; return the position of the first bad one."""
     for position, png in enumerate(pngs):
         frame = decode_png(png)
         if frame is None:
-            return frames, position, time.process_time() - start
+            return position
         frames[position] = frame
-    return frames, None, time.process_time() - start
+    return None
+
+
+_worker_memory: dict[str, SharedMemory] = {}  # a worker's attachment to the frame slots
+
+
+def decode_into_slot(memory_name: str, slot: int, pngs: list[bytes]) -> tuple[int | None, float]:
+    """Run in a worker process: decode a batch into a slot of the shared frame memory.
+
+    Returns the position of the first bad PNG (if any) and the CPU seconds spent, so that the
+    main process can report the total CPU time.
+    """
+    start = time.process_time()
+    if memory_name not in _worker_memory:
+        _worker_memory[memory_name] = SharedMemory(memory_name)
+    frames = _slot_frames(_worker_memory[memory_name], slot)
+    return decode_frames_into(frames, pngs), time.process_time() - start
+
+
+def _slot_frames(memory: SharedMemory, slot: int) -> np.ndarray:
+    """The frames array of one slot (room for a batch) of the shared memory."""
+    shape = (SLOT_BYTES // FRAME_BYTES, *FRAME_SHAPE)
+    return np.ndarray(shape, np.uint8, memory.buf, offset=slot * SLOT_BYTES)
+
+
+class FrameDecoder:
+    """Decodes batches of PNGs in worker processes (or inline with 0 workers), in order.
+
+    The workers write the frames straight into slots of a shared memory block, from which the
+    main process writes them to the file: 14 MB a batch that need not go through pipes.
+    ``submit`` may run ``MAX_JOBS_IN_FLIGHT`` batches ahead of ``result``.
+    """
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_slots = MAX_JOBS_IN_FLIGHT + 1
+        self.memory = SharedMemory(create=True, size=self.num_slots * SLOT_BYTES)
+        self.slots = [_slot_frames(self.memory, slot) for slot in range(self.num_slots)]
+        # forkserver: workers start from a clean process, not a fork of one with open files
+        context = multiprocessing.get_context("forkserver")
+        self.pool = context.Pool(num_workers) if num_workers > 0 else None
+        self.next_slot = 0
+        self.worker_cpu_seconds = 0.0
+
+    def submit(self, pngs: list[bytes]) -> tuple[int, object]:
+        slot, self.next_slot = self.next_slot, (self.next_slot + 1) % self.num_slots
+        if self.pool is None:
+            return slot, decode_frames_into(self.slots[slot], pngs)
+        job = self.pool.apply_async(decode_into_slot, (self.memory.name, slot, pngs))
+        return slot, job
+
+    def result(self, job: tuple[int, object], size: int) -> tuple[np.ndarray, int | None]:
+        """The decoded frames of a submitted batch (a view, valid until its slot is reused)."""
+        slot, outcome = job
+        if self.pool is not None:
+            outcome, cpu_seconds = outcome.get()
+            self.worker_cpu_seconds += cpu_seconds
+        return self.slots[slot][:size], outcome
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+        del self.slots  # the memory can only be closed once no array uses it
+        self.memory.close()
+        self.memory.unlink()
 
 
 def _same_pixels(png_a: bytes, png_b: bytes) -> bool:
@@ -290,12 +356,13 @@ def convert_shard(
     *,
     game: str,
     num_actions: int,
-    pool: multiprocessing.pool.Pool | None,
+    decoder: FrameDecoder,
     **provenance: object,
 ) -> ShardStats:
     """Convert one shard file; ``destination`` appears only if the whole shard is good."""
     stats = ShardStats()
     in_flight: collections.deque = collections.deque()  # (batch, decoding job), oldest first
+    worker_cpu_at_start = decoder.worker_cpu_seconds
     try:
         with AtariBufferWriter(
             destination,
@@ -308,9 +375,7 @@ def convert_shard(
 
             def write_oldest() -> None:
                 batch, job = in_flight.popleft()
-                frames, bad_position, cpu_seconds = job.get() if pool else job
-                if pool:
-                    stats.worker_cpu_seconds += cpu_seconds
+                frames, bad_position = decoder.result(job, len(batch.act))
                 if bad_position is not None:
                     raise BadRecord(
                         batch.first_index + bad_position,
@@ -318,12 +383,8 @@ def convert_shard(
                     )
                 writer.append(frames, batch.act, batch.rew, batch.terminated, batch.truncated)
 
-            records = read_gzip_tfrecords(source)
-            for batch in parse_records(records, num_actions, stats):
-                if pool is None:
-                    in_flight.append((batch, decode_frames(batch.pngs)))
-                else:
-                    in_flight.append((batch, pool.apply_async(decode_frames, (batch.pngs,))))
+            for batch in parse_records(read_gzip_tfrecords(source), num_actions, stats):
+                in_flight.append((batch, decoder.submit(batch.pngs)))
                 while len(in_flight) > MAX_JOBS_IN_FLIGHT:
                     write_oldest()
             while in_flight:
@@ -334,6 +395,10 @@ def convert_shard(
         raise UserInputError(
             f"{source}: {err}; no output written (delete the file to download it again)"
         ) from err
+    finally:
+        for _, job in in_flight:  # let jobs still running finish before their slots are reused
+            decoder.result(job, 0)
+    stats.worker_cpu_seconds = decoder.worker_cpu_seconds - worker_cpu_at_start
     return stats
 
 
@@ -384,7 +449,7 @@ def main(argv: list[str] | None = None) -> list[tuple[Path, ShardStats, float]]:
     num_actions = num_actions_of(game)
     dataset_dir, buffer_dir = args.dataset_dir.expanduser(), args.buffer_dir.expanduser()
     results = []
-    pool = None
+    decoder = None
     try:
         for shard_id in shard_ids:
             destination = buffer_dir / game / f"{shard_name(args.run_id, shard_id)}.hdf5"
@@ -392,33 +457,32 @@ def main(argv: list[str] | None = None) -> list[tuple[Path, ShardStats, float]]:
                 print(f"{destination} exists, skipped (--overwrite converts it again)", flush=True)
                 continue
             source = shard_path(dataset_dir, game, args.run_id, shard_id)
-            if pool is None and args.num_workers > 0:
-                # forkserver: workers start from a clean process, not a fork of one with open files
-                pool = multiprocessing.get_context("forkserver").Pool(args.num_workers)
+            decoder = decoder or FrameDecoder(args.num_workers)
             start, start_cpu = time.perf_counter(), time.process_time()
             stats = convert_shard(
                 source,
                 destination,
                 game=game,
                 num_actions=num_actions,
-                pool=pool,
+                decoder=decoder,
                 run_id=args.run_id,
                 shard_id=shard_id,
             )
             seconds = time.perf_counter() - start
-            cpu_seconds = time.process_time() - start_cpu + stats.worker_cpu_seconds
+            main_cpu_seconds = time.process_time() - start_cpu
+            cpu_seconds = main_cpu_seconds + stats.worker_cpu_seconds
             print(
                 f"{destination}: {stats.transitions} transitions, {stats.episodes} episodes "
                 f"({stats.terminals} ended by the game, {stats.discontinuities} gaps), "
-                f"{seconds:.1f} s ({stats.transitions / seconds:.0f} transitions/s, "
-                f"{cpu_seconds:.1f} CPU-seconds)",
+                f"{seconds:.1f} s ({stats.transitions / seconds:.0f} transitions/s; "
+                f"{cpu_seconds:.1f} CPU-seconds = {main_cpu_seconds:.1f} main process + "
+                f"{stats.worker_cpu_seconds:.1f} in {args.num_workers} workers)",
                 flush=True,
             )
             results.append((destination, stats, seconds))
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if decoder is not None:
+            decoder.close()
     return results
 
 

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import queue
 import struct
+import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -56,30 +58,88 @@ class TFRecordError(Exception):
         self.reason = reason
 
 
+class _GzipEndedEarly(Exception):
+    pass
+
+
+def _inflate(path: str | os.PathLike[str], chunk_size: int) -> Iterator[bytes]:
+    """The decompressed content of a GZIP file, piece by piece (several members allowed).
+
+    Raises ``zlib.error`` for data that is not GZIP or is corrupt, ``_GzipEndedEarly`` if the
+    file stops before the end of the stream.
+    """
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # expect a gzip header
+    with open(path, "rb") as file:
+        while compressed := file.read(chunk_size):
+            inflated = inflater.decompress(compressed)
+            # a file may hold several gzip members back to back (like `cat a.gz b.gz`)
+            while inflater.eof and inflater.unused_data:
+                rest = inflater.unused_data
+                inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                inflated += inflater.decompress(rest)
+            yield inflated
+    if not inflater.eof:
+        raise _GzipEndedEarly
+
+
+def _run_ahead(pieces: Iterator[bytes], depth: int) -> Iterator[bytes]:
+    """Iterate ``pieces`` in a background thread, up to ``depth`` pieces ahead of the caller.
+
+    Reading and inflating release the GIL, so they run on another core while the caller parses
+    the previous pieces. An exception in the thread is raised here, in its place in the stream.
+    """
+    queue_: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()  # set when the caller stops early
+
+    def put(item: tuple[bytes | None, BaseException | None]) -> bool:
+        """Queue an item; False if the caller has stopped."""
+        while not stop.is_set():
+            try:
+                queue_.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for piece in pieces:
+                if not put((piece, None)):
+                    return
+            put((None, None))
+        except BaseException as err:  # handed to the caller
+            put((None, err))
+
+    thread = threading.Thread(target=produce, name="inflate", daemon=True)
+    thread.start()
+    try:
+        while True:
+            piece, error = queue_.get()
+            if error is not None:
+                raise error
+            if piece is None:
+                return
+            yield piece
+    finally:
+        stop.set()
+        thread.join()
+
+
 def read_gzip_tfrecords(
     path: str | os.PathLike[str], chunk_size: int = 1 << 20
 ) -> Iterator[bytes]:
     """Yield the data of each record of a GZIP-compressed TFRecord file, in order.
 
-    Streams the file (memory stays at about ``chunk_size`` times the compression ratio)
-    and checks both CRCs of every record. Raises ``TFRecordError`` for a file that is not
-    GZIP, a corrupt or truncated GZIP stream, a CRC mismatch or a file ending inside a record.
+    Streams the file (a background thread inflates up to 4 pieces of ``chunk_size``
+    compressed bytes ahead) and checks both CRCs of every record. Raises ``TFRecordError`` for
+    a file that is not GZIP, a corrupt or truncated GZIP stream, a CRC mismatch or a file
+    ending inside a record.
     """
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # expect a gzip header
     pending = b""  # inflated bytes not yet consumed
     index = 0
-    with open(path, "rb") as file:
-        while compressed := file.read(chunk_size):
-            try:
-                inflated = inflater.decompress(compressed)
-                # a file may hold several gzip members back to back (like `cat a.gz b.gz`)
-                while inflater.eof and inflater.unused_data:
-                    rest = inflater.unused_data
-                    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-                    inflated += inflater.decompress(rest)
-            except zlib.error as err:
-                what = "not a GZIP file" if index == 0 and not pending else "corrupt GZIP data"
-                raise TFRecordError(index, f"{what} ({err})") from err
+    pieces = _run_ahead(_inflate(path, chunk_size), depth=4)
+    try:
+        for inflated in pieces:
             pending = pending + inflated if pending else inflated
             pos = 0
             while len(pending) - pos >= _HEADER.size:
@@ -91,7 +151,7 @@ def read_gzip_tfrecords(
                 start = pos + _HEADER.size
                 end = start + length
                 if end + _FOOTER.size > len(pending):
-                    break  # the rest of this record is in the next chunk
+                    break  # the rest of this record is in the next piece
                 data = pending[start:end]
                 if masked_crc32c(data) != _FOOTER.unpack_from(pending, end)[0]:
                     raise TFRecordError(index, "CRC mismatch in the record data (corrupt)")
@@ -99,8 +159,15 @@ def read_gzip_tfrecords(
                 index += 1
                 pos = end + _FOOTER.size
             pending = pending[pos:]
-    if not inflater.eof:
-        raise TFRecordError(index, "the GZIP stream ends early (the file is truncated)")
+    except zlib.error as err:
+        what = "not a GZIP file" if index == 0 and not pending else "corrupt GZIP data"
+        raise TFRecordError(index, f"{what} ({err})") from err
+    except _GzipEndedEarly:
+        if index == 0 and not pending and os.path.getsize(path) == 0:
+            raise TFRecordError(0, "the file is empty") from None
+        raise TFRecordError(index, "the GZIP stream ends early (the file is truncated)") from None
+    finally:
+        pieces.close()  # stops the background thread if the caller stopped early
     if pending:
         raise TFRecordError(index, f"the file ends inside a record ({len(pending)} bytes left)")
 
