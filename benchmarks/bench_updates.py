@@ -469,7 +469,7 @@ def plain_atari(name: str, data: FrameData, batch_size: int, num_quantiles: int 
             dist = model["q"](feats).view(-1, A, num_quantiles)
             cur = dist[rows, act].unsqueeze(2)
             diff = F.smooth_l1_loss(y.unsqueeze(1), cur, reduction="none")
-            qr = (diff * (tau_hat - (y.unsqueeze(1) - cur).detach().le(0).float()).abs())
+            qr = diff * (tau_hat - (y.unsqueeze(1) - cur).detach().le(0).float()).abs()
             qv = dist.mean(2)
             loss = qr.sum(-1).mean(1).mean() + 10.0 * (
                 qv.logsumexp(1).mean() - qv.gather(1, act[:, None]).mean()

@@ -1,4 +1,4 @@
-"""A fast path for the offline scripts' gradient updates (``--compile``, on by default).
+"""A fast path for the offline scripts' gradient updates (``--compile``, default on CUDA).
 
 Tianshou runs one update as many small eager steps: sample a numpy batch, compute targets in
 numpy, call each network through ``Batch`` objects, step three optimizers, soft-update the
@@ -373,9 +373,9 @@ class CQLStep(FunctionalStep):
         params = self.actor_params if params is None else params
         (loc, scale), _ = functional_call(self.actor, params, (obs,))
         pre_tanh = loc + torch.randn(loc.shape, device=loc.device) * scale
-        log_prob = (
-            -((pre_tanh - loc) ** 2) / (2 * scale**2) - scale.log() - _LOG_SQRT_2PI
-        ).sum(-1, keepdim=True)
+        # Independent(Normal(loc, scale), 1).log_prob, as torch.distributions computes it
+        log_density = -((pre_tanh - loc) ** 2) / (2 * scale**2) - scale.log() - _LOG_SQRT_2PI
+        log_prob = log_density.sum(-1, keepdim=True)
         act = torch.tanh(pre_tanh)
         log_prob = log_prob - torch.log(1 - act.pow(2) + _TANH_EPS).sum(-1, keepdim=True)
         return act, log_prob
@@ -686,4 +686,3 @@ def make_fast_update(
     return FastUpdate(
         algorithm, step, DeviceDataset(buffer, device), compile=compile, cuda_graph=cuda_graph
     )
-
