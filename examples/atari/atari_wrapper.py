@@ -51,8 +51,8 @@ def add_atari_env_args(parser: argparse.ArgumentParser) -> None:
         "--max-episode-steps",
         type=int,
         default=None,
-        help="end episodes after this many agent steps (default: the game's own limit of "
-        "27,000 steps = 108,000 frames); a small value makes quick smoke tests",
+        help="end (truncate) episodes after this many agent steps (default: the game's own "
+        "limit, 108,000 frames = 27,000 steps); a small value makes quick smoke tests",
     )
 
 
@@ -126,16 +126,17 @@ def make_gym_atari_env(
         terminal_on_life_loss=False,  # EpisodicLifeEnv instead: it does not reset the game
         grayscale_obs=True,
     )
-    if max_episode_steps is not None:
-        # Inside EpisodicLifeEnv, so the cap counts agent steps over a whole game.
-        env = TimeLimit(env, max_episode_steps)
     if training:
         env = EpisodicLifeEnv(env)
     if "FIRE" in env.unwrapped.get_action_meanings():
         env = FireResetEnv(env)
     if training:
         env = gym.wrappers.TransformReward(env, lambda reward: float(np.sign(reward)))
-    return FrameStackObservation(env, FRAME_STACK)  # repeats the first frame after a reset
+    env = FrameStackObservation(env, FRAME_STACK)  # repeats the first frame after a reset
+    if max_episode_steps is not None:
+        # Outermost: counts the agent's steps (in training envs an episode is one life).
+        env = TimeLimit(env, max_episode_steps)
+    return env
 
 
 def _make_envpool(
