@@ -37,7 +37,12 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "offline"))
 from atari_buffer import save_atari_buffer  # noqa: E402
 from atari_network import NatureCNN, QuantileNet  # noqa: E402
-from atari_wrapper import FRAME_STACK, add_atari_env_args, make_atari_env  # noqa: E402
+from atari_wrapper import (  # noqa: E402
+    FRAME_STACK,
+    add_atari_env_args,
+    evaluation_buffer,
+    make_atari_env,
+)
 from safe_io import UserInputError, atomic_write, run_main  # noqa: E402
 from training import load_policy, save_state, seed_everything  # noqa: E402
 
@@ -196,7 +201,12 @@ def main() -> None:
     if args.resume_path:
         load_policy(algorithm, args.resume_path, args.device)
         print(f"loaded the policy {args.resume_path}")
-    test_collector = Collector(algorithm, test_envs, exploration_noise=True)
+    test_collector = Collector(
+        algorithm,
+        test_envs,
+        evaluation_buffer(args.test_num, args.max_episode_steps),
+        exploration_noise=True,
+    )
 
     if args.watch:
         if args.save_buffer_name:

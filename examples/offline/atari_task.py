@@ -15,13 +15,13 @@ import gymnasium as gym
 import h5py
 from safe_io import UserInputError
 from tianshou.algorithm.algorithm_base import Algorithm
-from tianshou.data import Collector, CollectStats, ReplayBuffer
+from tianshou.data import ReplayBuffer
 from tianshou.env import BaseVectorEnv
-from training import OfflineRun, load_policy, make_log_path
+from training import OfflineRun, SeededEvalCollector, load_policy, make_log_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "atari"))
 from atari_buffer import load_atari_buffer  # noqa: E402
-from atari_wrapper import add_atari_env_args, make_atari_env  # noqa: E402
+from atari_wrapper import add_atari_env_args, evaluation_buffer, make_atari_env  # noqa: E402
 
 RL_UNPLUGGED_SOURCE = "rl_unplugged"
 
@@ -109,8 +109,15 @@ def train_or_watch(
     Returns the summary that is also written to ``summary.json`` in the run directory.
     """
     log_path = make_log_path(args, args.task, algo_name)
+    # Every evaluation starts its games from the same seeds (comparable across epochs);
     # exploration_noise: policies with an evaluation epsilon (BCQ, CQL) use it in tests.
-    test_collector = Collector[CollectStats](algorithm, test_envs, exploration_noise=True)
+    test_collector = SeededEvalCollector(
+        algorithm,
+        test_envs,
+        args.seed,
+        buffer=evaluation_buffer(args.test_num, args.max_episode_steps),
+        exploration_noise=True,
+    )
     run = OfflineRun(algorithm, args, log_path)
     if args.watch:
         if not args.resume_path:

@@ -170,9 +170,12 @@ class SeededEvalCollector(Collector[CollectStats]):
     across epochs, across a resume, and with ``--watch`` of a saved policy.
     """
 
-    def __init__(self, algorithm: Algorithm, envs: BaseVectorEnv, seed: int) -> None:
+    def __init__(
+        self, algorithm: Algorithm, envs: BaseVectorEnv, seed: int, **collector_kwargs: Any
+    ) -> None:
+        """``collector_kwargs`` go to ``Collector`` (e.g. ``buffer``, ``exploration_noise``)."""
         self._eval_seed = seed
-        super().__init__(algorithm, envs)
+        super().__init__(algorithm, envs, **collector_kwargs)
 
     def reset_env(self, gym_reset_kwargs: dict[str, Any] | None = None) -> Any:
         self.env.seed(self._eval_seed)
