@@ -10,7 +10,8 @@ For each algorithm this measures, in one process and with warm-up (and compilati
   in the scripts where it exists);
 * plain: a minimal eager PyTorch implementation of the same maths (nn.Sequential networks,
   torch.optim.Adam, the dataset as tensors on the device);
-* the device's matrix-multiply throughput (float32, as training runs), and each update's FLOPs
+* the device's matrix-multiply throughput (float32, as training runs; measured again before each
+  row, since a shared machine's varies), and each update's FLOPs
   (counted by torch.utils.flop_counter on the plain update), so ``% limit`` = FLOPs per update x
   updates per second / throughput, for the fastest of the paths.
 
@@ -530,6 +531,7 @@ def continuous_row(name, size, buffer, device, args) -> dict:
     algorithm, script_args, _ = script_algorithm(SCRIPTS[name], argv)
     hidden = script_args.hidden_sizes
     row = {"algorithm": name, "size": size, "hidden": hidden, "batch": batch_size}
+    row["matmul_flops"] = matmul_flops_per_second(device, seconds=1.0)  # the limit, right now
     torch.manual_seed(0)
     row["project"] = updates_per_second(
         project_step(algorithm, buffer, batch_size), device, args.seconds
@@ -564,6 +566,7 @@ def atari_row(name, buffer, device, args) -> dict:
     batch_size = 32
     algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
     row = {"algorithm": name, "size": "nature-cnn", "hidden": [512], "batch": batch_size}
+    row["matmul_flops"] = matmul_flops_per_second(device, seconds=1.0)
     row["project"] = updates_per_second(
         project_step(algorithm, buffer, batch_size), device, args.seconds, warmup=3
     )
@@ -607,7 +610,8 @@ def format_table(rows: list[dict], meta: dict) -> str:
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         best = max(r["project"], r.get("fast", 0.0))
-        share = 100 * r["flops"] * best / meta["matmul_flops"]
+        # against the throughput measured just before this row (shared machines vary)
+        share = 100 * r["flops"] * best / r.get("matmul_flops", meta["matmul_flops"])
         fast = r.get("fast")
         fast_cell = f"{fast:.0f}" if fast else "-"
         fast_ratio = f"{fast / r['plain']:.2f}x" if fast else "-"
