@@ -261,6 +261,7 @@ class OfflineRun:
         self.train_seconds = 0.0
         self.end_gradient_step = 0
         self._trainer: _ProgressOfflineTrainer | None = None
+        self._final_policy_returns: np.ndarray | None = None
         # Tianshou's buffers sample with their own RandomState (seed 42 by default): seed it
         # from --seed so that seeds differ, and checkpoint it so that a resume continues it.
         self._buffer_rng = np.random.RandomState(args.seed)
@@ -323,6 +324,7 @@ class OfflineRun:
         """
         assert stats.returns_stat is not None
         mean = float(stats.returns_stat.mean)
+        self._final_policy_returns = np.array(stats.returns)  # the latest evaluation, so far
         normalized = self.score_fn(mean)
         score = mean if normalized is None else normalized
         if self._trainer is not None:
@@ -363,9 +365,14 @@ class OfflineRun:
     # --- evaluation --------------------------------------------------------------------------
     def evaluate(self, test_collector: Collector, label: str = "final") -> dict[str, Any]:
         """Evaluate ``--test-num`` episodes; print one line; write summary.json atomically."""
-        test_collector.reset()
-        stats = test_collector.collect(n_episode=self.args.test_num)
-        returns = np.asarray(stats.returns, dtype=float)
+        if self._final_policy_returns is not None:
+            # The trainer's last test step already evaluated these very parameters on the same
+            # seeded episodes: evaluating again would repeat it exactly.
+            returns = self._final_policy_returns
+        else:
+            test_collector.reset()
+            returns = np.asarray(test_collector.collect(n_episode=self.args.test_num).returns)
+        returns = returns.astype(float)
         scores = [self.score_fn(float(r)) for r in returns]
         has_score = all(s is not None for s in scores)
         line = (
