@@ -1,10 +1,10 @@
 """Each D4RL script learns: a short run on the bundled dataset scores far above a random policy.
 
 The bundled dataset (examples/offline/data, 50k Hopper transitions from a SAC snapshot) has a
-mean episode return of about 248; uniform random actions score about 17 to 45 (depending on the episodes' seeds). Thresholds come from
-measured runs (seed 0; see the numbers beside each case) with a wide margin. Networks are
-smaller than the scripts' defaults so that the suite stays fast on a 2-core CPU; the algorithm,
-its losses and its other hyper-parameters are the scripts' own.
+mean episode return of about 248; uniform random actions score about 17 to 45, depending on the
+episodes' seeds. Thresholds come from measured runs (seed 0; the numbers beside each case) with
+a wide margin. Networks are smaller than the scripts' defaults so that the suite stays fast on a
+2-core CPU; the algorithm, its losses and its other hyper-parameters are the scripts' own.
 """
 
 from __future__ import annotations
