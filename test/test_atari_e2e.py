@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import atari_buffer
 import atari_il
 import numpy as np
 import pytest
@@ -180,8 +181,11 @@ def test_training_env_ends_episodes_at_lost_lives_without_resetting_the_game() -
     assert env.unwrapped.ale.lives() == lives - 1
 
 
-def test_recorded_frames_round_trip_exactly(tmp_path: Path) -> None:
+def test_recorded_frames_round_trip_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Stacks rebuilt from the stored single frames equal the env's own 4-frame stacks."""
+    monkeypatch.setattr(atari_buffer, "SAVE_CHUNK", 7)  # written in many small parts
     _, _, envs = make_atari_env(TASK, 3, 0, 2, max_episode_steps=40)
     torch.manual_seed(0)
     policy = QRDQNPolicy(

@@ -71,6 +71,7 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -231,41 +232,52 @@ class AtariBufferWriter:
         file.attrs.update(attrs)
 
 
-def _transitions_in_time_order(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
-    """Newest frames, actions, rewards and flags of a Tianshou buffer, oldest transition first.
+SAVE_CHUNK = 1 << 16  # rows copied at a time when saving: 460 MB of frames at most
+
+
+def _parts_in_time_order(
+    buffer: ReplayBuffer, chunk: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Newest frames, actions, rewards and flags of a Tianshou buffer, oldest transition first,
+    as consecutive parts of at most ``chunk`` rows (``None``: one part per sub-buffer).
 
     A ``VectorReplayBuffer`` is taken sub-buffer after sub-buffer. Each (sub-)buffer may have
     wrapped around (circular storage): its oldest transition sits at its insertion index. The
     last transition of each sub-buffer is marked truncated if its episode was unfinished, so
-    stacking never joins two sub-buffers.
+    stacking never joins two sub-buffers. Parts are copies; the frames are copied only part by
+    part, so saving a large buffer needs little memory beyond the buffer itself.
     """
-    sub_buffers = list(getattr(buffer, "buffers", [buffer]))
-    parts = []
-    for sub in sub_buffers:
+    for sub in getattr(buffer, "buffers", [buffer]):
         if len(sub) == 0:
             continue
         oldest = sub._insertion_idx % len(sub)  # == 0 unless the circular buffer wrapped
         order = np.concatenate([np.arange(oldest, len(sub)), np.arange(oldest)])
-        obs = np.asarray(sub.obs[order])
-        if obs.ndim == 4:  # stored stacked (k, 84, 84): keep the newest frame
-            obs = obs[:, -1]
-        if obs.shape[1:] != FRAME_SHAPE or obs.dtype != np.uint8:
-            raise UserInputError(
-                f"buffer observations must be uint8 84x84 frames (or stacks of them), "
-                f"got {obs.dtype} {obs.shape[1:]}"
-            )
-        truncated = np.asarray(sub.truncated[order], dtype=bool).copy()
         terminated = np.asarray(sub.terminated[order], dtype=bool)
+        truncated = np.asarray(sub.truncated[order], dtype=bool).copy()
         truncated[-1] |= not terminated[-1]
-        parts.append(
-            {
+        step = chunk or len(order)
+        for start in range(0, len(order), step):
+            rows = order[start : start + step]
+            obs = np.asarray(sub.obs[rows])
+            if obs.ndim == 4:  # stored stacked (k, 84, 84): keep the newest frame
+                obs = obs[:, -1]
+            if obs.shape[1:] != FRAME_SHAPE or obs.dtype != np.uint8:
+                raise UserInputError(
+                    f"buffer observations must be uint8 84x84 frames (or stacks of them), "
+                    f"got {obs.dtype} {obs.shape[1:]}"
+                )
+            yield {
                 "frames": np.ascontiguousarray(obs),
-                "act": np.asarray(sub.act[order], dtype=np.int64),
-                "rew": np.asarray(sub.rew[order], dtype=np.float32),
-                "terminated": terminated,
-                "truncated": truncated,
+                "act": np.asarray(sub.act[rows], dtype=np.int64),
+                "rew": np.asarray(sub.rew[rows], dtype=np.float32),
+                "terminated": terminated[start : start + step],
+                "truncated": truncated[start : start + step],
             }
-        )
+
+
+def _transitions_in_time_order(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+    """All of ``_parts_in_time_order`` in one set of arrays."""
+    parts = list(_parts_in_time_order(buffer))
     if not parts:
         raise UserInputError("the replay buffer is empty")
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
@@ -285,18 +297,22 @@ def save_atari_buffer(
     Works for ``ReplayBuffer`` and ``VectorReplayBuffer``, stacked obs (4, 84, 84) or
     last-frame-only obs (``save_only_last_obs=True``). The terminal frames o_{T} of episodes
     are not kept (see the module docstring). If a circular buffer wrapped, its oldest stored
-    transition starts an episode in the file, with its earlier frames lost.
+    transition starts an episode in the file, with its earlier frames lost. The data is
+    written ``SAVE_CHUNK`` rows at a time, so memory use stays close to the buffer's own.
     """
-    data = _transitions_in_time_order(buffer)
+    size = sum(len(sub) for sub in getattr(buffer, "buffers", [buffer]))
+    if size == 0:
+        raise UserInputError("the replay buffer is empty")
     with AtariBufferWriter(
         path,
         num_actions=num_actions,
         task=task,
         source=source,
-        expected_size=len(data["act"]),
+        expected_size=size,
         **provenance,
     ) as writer:
-        writer.append(**data)
+        for part in _parts_in_time_order(buffer, SAVE_CHUNK):
+            writer.append(**part)
 
 
 def _game_name(task: str) -> str:

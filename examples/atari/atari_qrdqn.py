@@ -29,6 +29,7 @@ from tianshou.algorithm import QRDQN
 from tianshou.algorithm.modelfree.qrdqn import QRDQNPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import Collector, VectorReplayBuffer
+from tianshou.env import BaseVectorEnv
 from tianshou.trainer import OffPolicyTrainerParams
 from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
@@ -108,16 +109,21 @@ def buffer_output_path(save_buffer_name: str, resume_path: str | None) -> Path:
     return name
 
 
+def recording_env_count(buffer_size: int, test_num: int) -> int:
+    """A vector buffer splits its size evenly between the envs: use as many as divide it."""
+    return max(n for n in range(1, test_num + 1) if buffer_size % n == 0)
+
+
 def record_buffer(
-    algorithm: QRDQN, args: argparse.Namespace, num_actions: int, path: Path
+    algorithm: QRDQN,
+    envs: BaseVectorEnv,
+    args: argparse.Namespace,
+    num_actions: int,
+    path: Path,
 ) -> None:
-    """Let the policy play (with ``--eps-test`` random actions) and save ``--buffer-size``
-    transitions of test environments: unclipped rewards, whole games as episodes."""
-    # A vector buffer splits its size evenly between the envs: use as many envs as divide it.
-    num_envs = max(n for n in range(1, args.test_num + 1) if args.buffer_size % n == 0)
-    _, _, envs = make_atari_env(
-        args.task, args.seed, 0, num_envs, max_episode_steps=args.max_episode_steps
-    )
+    """Let the policy play (with ``--eps-test`` random actions) in test environments
+    (unclipped rewards, whole games as episodes) and save ``--buffer-size`` transitions."""
+    num_envs = len(envs)
     buffer = VectorReplayBuffer(
         args.buffer_size,
         buffer_num=num_envs,
@@ -134,7 +140,6 @@ def record_buffer(
             steps = min(chunk, args.buffer_size - len(buffer))
             returns.extend(collector.collect(n_step=steps).returns)
             progress.update(steps)
-    envs.close()
     behaviour = f"{np.mean(returns):.1f} ± {np.std(returns):.1f}" if returns else "n/a"
     print(
         f"recorded {len(buffer)} transitions; behaviour policy return {behaviour} "
@@ -177,8 +182,11 @@ def main() -> None:
 
     # --- environments -------------------------------------------------------------------------
     training_num = 0 if args.watch else args.training_num
+    test_num = args.test_num
+    if args.save_buffer_name:
+        test_num = recording_env_count(args.buffer_size, args.test_num)
     env, train_envs, test_envs = make_atari_env(
-        args.task, args.seed, training_num, args.test_num, max_episode_steps=args.max_episode_steps
+        args.task, args.seed, training_num, test_num, max_episode_steps=args.max_episode_steps
     )
     num_actions = int(env.action_space.n)
 
@@ -204,14 +212,14 @@ def main() -> None:
     test_collector = Collector(
         algorithm,
         test_envs,
-        evaluation_buffer(args.test_num, args.max_episode_steps),
+        evaluation_buffer(len(test_envs), args.max_episode_steps),
         exploration_noise=True,
     )
 
     if args.watch:
         if args.save_buffer_name:
             path = buffer_output_path(args.save_buffer_name, args.resume_path)
-            record_buffer(algorithm, args, num_actions, path)
+            record_buffer(algorithm, test_envs, args, num_actions, path)
         else:
             evaluate(algorithm, test_collector, args.test_num)
         return
