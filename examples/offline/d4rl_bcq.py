@@ -11,13 +11,13 @@ Network sizes follow the paper: 400x300 actor and critics, 750x750 VAE.
 
 import argparse
 
-from d4rl_task import add_d4rl_args, make_env_spec, train_or_watch
+from d4rl_task import add_d4rl_args, make_critic, make_env_spec, train_or_watch
 from safe_io import run_main
 from tianshou.algorithm import BCQ
 from tianshou.algorithm.imitation.bcq import BCQPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
-from tianshou.utils.net.common import MLP, Net
-from tianshou.utils.net.continuous import VAE, ContinuousCritic, Perturbation
+from tianshou.utils.net.common import MLP
+from tianshou.utils.net.continuous import VAE, Perturbation
 from training import add_training_args, seed_everything
 
 
@@ -58,15 +58,6 @@ def main(argv: list[str] | None = None) -> dict:
         phi=args.phi,
     ).to(args.device)
 
-    def make_critic() -> ContinuousCritic:
-        net = Net(
-            state_shape=spec.obs_dim,
-            action_shape=spec.act_dim,
-            hidden_sizes=args.hidden_sizes,
-            concat=True,
-        )
-        return ContinuousCritic(preprocess_net=net).to(args.device)
-
     vae = VAE(
         # no output layer: the encoder ends with ReLU features that VAE maps to mean/log-std
         encoder=MLP(input_dim=spec.obs_dim + spec.act_dim, hidden_sizes=args.vae_hidden_sizes),
@@ -81,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     ).to(args.device)
 
     # algorithm
-    critic = make_critic()
+    critic = make_critic(spec, args.hidden_sizes, args.device)
     policy = BCQPolicy(
         actor_perturbation=actor, action_space=spec.env.action_space, critic=critic, vae=vae
     )
@@ -89,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         policy=policy,
         actor_perturbation_optim=AdamOptimizerFactory(lr=args.actor_lr),
         critic_optim=AdamOptimizerFactory(lr=args.critic_lr),
-        critic2=make_critic(),
+        critic2=make_critic(spec, args.hidden_sizes, args.device),
         critic2_optim=AdamOptimizerFactory(lr=args.critic_lr),
         vae_optim=AdamOptimizerFactory(lr=args.vae_lr),
         gamma=args.gamma,

@@ -13,13 +13,13 @@ Networks as in CQL's paper and CORL: three hidden layers of 256.
 
 import argparse
 
-from d4rl_task import add_d4rl_args, make_env_spec, train_or_watch
+from d4rl_task import add_d4rl_args, make_critic, make_env_spec, train_or_watch
 from safe_io import run_main
 from tianshou.algorithm import CQL
 from tianshou.algorithm.modelfree.sac import AutoAlpha, SACPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import Net
-from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
+from tianshou.utils.net.continuous import ContinuousActorProbabilistic
 from training import add_training_args, seed_everything
 
 
@@ -68,15 +68,6 @@ def main(argv: list[str] | None = None) -> dict:
         conditioned_sigma=True,
     ).to(args.device)
 
-    def make_critic() -> ContinuousCritic:
-        net = Net(
-            state_shape=spec.obs_dim,
-            action_shape=spec.act_dim,
-            hidden_sizes=args.hidden_sizes,
-            concat=True,
-        )
-        return ContinuousCritic(preprocess_net=net).to(args.device)
-
     # algorithm: SAC's entropy temperature is tuned towards -|A| as in SAC and CQL
     alpha = AutoAlpha(
         target_entropy=-spec.act_dim, log_alpha=0.0, optim=AdamOptimizerFactory(lr=args.alpha_lr)
@@ -85,9 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
     algorithm = CQL(
         policy=policy,
         policy_optim=AdamOptimizerFactory(lr=args.actor_lr),
-        critic=make_critic(),
+        critic=make_critic(spec, args.hidden_sizes, args.device),
         critic_optim=AdamOptimizerFactory(lr=args.critic_lr),
-        critic2=make_critic(),
+        critic2=make_critic(spec, args.hidden_sizes, args.device),
         critic2_optim=AdamOptimizerFactory(lr=args.critic_lr),
         calibrated=args.calibrated,
         cql_alpha_lr=args.cql_alpha_lr,

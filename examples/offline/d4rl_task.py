@@ -16,6 +16,8 @@ from tianshou.algorithm.algorithm_base import Algorithm
 from tianshou.data import Collector, ReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv, VectorEnvNormObs
 from tianshou.utils import RunningMeanStd
+from tianshou.utils.net.common import Net
+from tianshou.utils.net.continuous import ContinuousCritic
 from training import OfflineRun, SeededEvalCollector, load_policy, make_log_path
 
 # D4RL's own default pairing: --task picks the evaluation environment, --expert-data-task the data.
@@ -66,6 +68,14 @@ def make_env_spec(task: str) -> EnvSpec:
         act_dim=int(np.prod(env.action_space.shape)),
         max_action=float(env.action_space.high[0]),
     )
+
+
+def make_critic(spec: EnvSpec, hidden_sizes: list[int], device: str) -> ContinuousCritic:
+    """Q(s, a): an MLP over the concatenated observation and action (one of the twin critics)."""
+    net = Net(
+        state_shape=spec.obs_dim, action_shape=spec.act_dim, hidden_sizes=hidden_sizes, concat=True
+    )
+    return ContinuousCritic(preprocess_net=net).to(device)
 
 
 def load_dataset(

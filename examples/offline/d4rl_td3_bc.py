@@ -10,14 +10,14 @@ Observations are normalised with the dataset's statistics (``--norm-obs 1``, as 
 
 import argparse
 
-from d4rl_task import add_d4rl_args, make_env_spec, train_or_watch
+from d4rl_task import add_d4rl_args, make_critic, make_env_spec, train_or_watch
 from safe_io import run_main
 from tianshou.algorithm import TD3BC
 from tianshou.algorithm.modelfree.ddpg import ContinuousDeterministicPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.exploration import GaussianNoise
 from tianshou.utils.net.common import Net
-from tianshou.utils.net.continuous import ContinuousActorDeterministic, ContinuousCritic
+from tianshou.utils.net.continuous import ContinuousActorDeterministic
 from training import add_training_args, seed_everything
 
 
@@ -48,15 +48,6 @@ def main(argv: list[str] | None = None) -> dict:
         max_action=spec.max_action,
     ).to(args.device)
 
-    def make_critic() -> ContinuousCritic:
-        net = Net(
-            state_shape=spec.obs_dim,
-            action_shape=spec.act_dim,
-            hidden_sizes=args.hidden_sizes,
-            concat=True,
-        )
-        return ContinuousCritic(preprocess_net=net).to(args.device)
-
     # algorithm
     policy = ContinuousDeterministicPolicy(
         actor=actor,
@@ -67,9 +58,9 @@ def main(argv: list[str] | None = None) -> dict:
     algorithm = TD3BC(
         policy=policy,
         policy_optim=AdamOptimizerFactory(lr=args.actor_lr),
-        critic=make_critic(),
+        critic=make_critic(spec, args.hidden_sizes, args.device),
         critic_optim=AdamOptimizerFactory(lr=args.critic_lr),
-        critic2=make_critic(),
+        critic2=make_critic(spec, args.hidden_sizes, args.device),
         critic2_optim=AdamOptimizerFactory(lr=args.critic_lr),
         tau=args.tau,
         gamma=args.gamma,

@@ -246,13 +246,15 @@ class OfflineRun:
         args: argparse.Namespace,
         log_path: Path,
         *,
-        score_fn: ScoreFn = lambda mean_return: None,
+        score_fn: ScoreFn | None = None,
         extra_state: dict[str, Any] | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.args = args
         self.log_path = log_path
-        self.score_fn = score_fn
+        # D4RL tasks pass their normalized score; where it is None the run reports raw returns
+        self.expects_score = score_fn is not None
+        self.score_fn: ScoreFn = score_fn or (lambda mean_return: None)
         self.extra_state = extra_state or {}
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
@@ -381,7 +383,7 @@ class OfflineRun:
         )
         if has_score:
             line += f", normalized score {np.mean(scores):.1f} ± {np.std(scores):.1f}"
-        else:
+        elif self.expects_score:
             line += " (no D4RL reference scores for this task: raw returns only)"
         print(line, flush=True)
         summary = {
