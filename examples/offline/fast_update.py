@@ -245,12 +245,11 @@ def _actor(module: torch.nn.Module, params: Params, obs: Tensor) -> Tensor:
     return functional_call(module, params, (obs,))[0]
 
 
-class TD3BCStep(FunctionalStep):
-    """TD3+BC as Tianshou computes it (TD3BC._update_with_batch and TD3's target)."""
+class _ActorTwinCriticStep(FunctionalStep):
+    """Set-up shared by the actor + twin-critic algorithms: parameter aliases of the actor and
+    both critics, their target copies, and functional Adam over the optimizers' own state."""
 
-    stat_names = ("actor_loss", "critic1_loss", "critic2_loss")
-
-    def __init__(self, algorithm: TD3BC) -> None:
+    def __init__(self, algorithm: TD3BC | CQL) -> None:
         self.algo = algorithm
         self.actor = algorithm.policy.actor
         self.actor_params = _param_aliases(self.actor)
@@ -260,10 +259,20 @@ class TD3BCStep(FunctionalStep):
         self.actor_optim = FunctionalAdam.of_wrapper(algorithm.policy_optim)
         self.critic1_optim = FunctionalAdam.of_wrapper(algorithm.critic_optim)
         self.critic2_optim = FunctionalAdam.of_wrapper(algorithm.critic2_optim)
+        self.device = next(self.actor.parameters()).device
+
+
+class TD3BCStep(_ActorTwinCriticStep):
+    """TD3+BC as Tianshou computes it (TD3BC._update_with_batch and TD3's target)."""
+
+    stat_names = ("actor_loss", "critic1_loss", "critic2_loss")
+
+    def __init__(self, algorithm: TD3BC) -> None:
+        super().__init__(algorithm)
         if algorithm.n_step_return_horizon != 1:
             raise NotImplementedError("fast TD3+BC supports 1-step returns only")
         # the actor loss of the last delayed update, reported in between (as Tianshou does)
-        self.last_actor_loss = torch.zeros((), device=next(self.actor.parameters()).device)
+        self.last_actor_loss = torch.zeros((), device=self.device)
 
     def variant(self) -> bool:
         return self.algo._cnt % self.algo.update_actor_freq == 0
@@ -320,7 +329,7 @@ def _repeat_rows(x: Tensor, repeats: int) -> Tensor:
     return x.unsqueeze(1).expand(x.shape[0], repeats, *x.shape[1:]).reshape(-1, *x.shape[1:])
 
 
-class CQLStep(FunctionalStep):
+class CQLStep(_ActorTwinCriticStep):
     """CQL as Tianshou's CQL._update_with_batch computes it, quirks included.
 
     Kept from Tianshou on purpose (the fast path must not change the maths; see
@@ -341,16 +350,7 @@ class CQLStep(FunctionalStep):
     )
 
     def __init__(self, algorithm: CQL) -> None:
-        self.algo = algorithm
-        self.actor = algorithm.policy.actor
-        self.device = next(self.actor.parameters()).device
-        self.actor_params = _param_aliases(self.actor)
-        self.critic1_params = _param_aliases(algorithm.critic)
-        self.critic2_params = _param_aliases(algorithm.critic2)
-        self.lagged = LaggedParams(algorithm)
-        self.actor_optim = FunctionalAdam.of_wrapper(algorithm.policy_optim)
-        self.critic1_optim = FunctionalAdam.of_wrapper(algorithm.critic_optim)
-        self.critic2_optim = FunctionalAdam.of_wrapper(algorithm.critic2_optim)
+        super().__init__(algorithm)
         alpha = algorithm.alpha
         self.auto_alpha = hasattr(alpha, "_log_alpha")
         if self.auto_alpha:
