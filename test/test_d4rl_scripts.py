@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import d4rl_bcq
 import d4rl_cql
@@ -164,6 +165,27 @@ def test_watch_refuses_a_policy_of_other_sizes(random_hopper, tmp_path):
         d4rl_il.main(
             argv[:3] + ["--hidden-sizes", "64", "--watch", "--resume-path", str(policy_file)]
         )
+
+
+def test_bcq_perturbs_each_state_on_its_own():
+    """Tianshou's Perturbation takes [0] of its network's output; with a bare MLP that is the
+    first row, one perturbation for the whole batch. d4rl_bcq.py's network must avoid that."""
+    captured = {}
+
+    def capture(algorithm, args, spec, algo_name):
+        captured["algorithm"] = algorithm
+        return {}
+
+    with mock.patch.object(d4rl_bcq, "train_or_watch", capture):
+        d4rl_bcq.main(TINY + ["--task", "Hopper-v2"])
+    perturbation = captured["algorithm"].policy.actor_perturbation
+    torch.manual_seed(0)
+    obs, act = torch.randn(8, 11), torch.zeros(8, 3)
+    perturbed = perturbation(obs, act)
+    assert perturbed.shape == (8, 3)
+    assert not torch.allclose(perturbed, perturbed[:1].expand(8, 3))
+    # row i depends on state i only
+    torch.testing.assert_close(perturbation(obs[3:4], act[3:4]), perturbed[3:4])
 
 
 @pytest.mark.parametrize(

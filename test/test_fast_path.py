@@ -32,6 +32,7 @@ CASES = {
     "cql_fixed_weight": ("d4rl_cql", [*TINY, "--no-with-lagrange"]),
     "cal_ql": ("d4rl_cql", [*TINY, "--calibrated"]),
     "bc": ("d4rl_il", TINY),
+    "bcq": ("d4rl_bcq", [*TINY, "--vae-hidden-sizes", "32", "32"]),
 }
 
 
@@ -170,7 +171,7 @@ def test_update_reports_mean_losses_and_falls_back_when_compiling_fails(
     os.environ.get("FAST_PATH_COMPILE_TESTS") != "1",
     reason="compiling takes minutes on a 2-core CPU; set FAST_PATH_COMPILE_TESTS=1",
 )
-@pytest.mark.parametrize("name", ["td3_bc", "cql"])
+@pytest.mark.parametrize("name", ["td3_bc", "cql", "bcq"])
 def test_compiled_step_matches_eager_step(built: dict, name: str) -> None:
     algorithm, _, spec = built[name]
     buffer = algorithm.process_buffer(random_buffer(500, spec.obs_dim, spec.act_dim))

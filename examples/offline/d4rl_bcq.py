@@ -16,7 +16,7 @@ from safe_io import run_main
 from tianshou.algorithm import BCQ
 from tianshou.algorithm.imitation.bcq import BCQPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
-from tianshou.utils.net.common import MLP
+from tianshou.utils.net.common import MLP, Net
 from tianshou.utils.net.continuous import VAE, Perturbation
 from training import add_training_args, seed_everything
 
@@ -48,10 +48,13 @@ def main(argv: list[str] | None = None) -> dict:
     latent_dim = args.latent_dim or 2 * spec.act_dim
 
     # networks: perturbation actor xi(s, a), twin critics Q(s, a), VAE over (s, a)
+    # Perturbation takes element [0] of its preprocess_net's output: Tianshou's Net returns
+    # (logits, state), whereas a bare MLP returns the logits, and [0] would then be the first
+    # row, i.e. one perturbation for the whole batch (benchmarks/README.md, upstream notes)
     actor = Perturbation(
-        preprocess_net=MLP(
-            input_dim=spec.obs_dim + spec.act_dim,
-            output_dim=spec.act_dim,
+        preprocess_net=Net(
+            state_shape=spec.obs_dim + spec.act_dim,
+            action_shape=spec.act_dim,
             hidden_sizes=args.hidden_sizes,
         ),
         max_action=spec.max_action,

@@ -21,7 +21,8 @@ the trainer's epochs work unchanged. ``make_fast_update`` returns None for algor
 fast step; the scripts then use Tianshou's update. If compilation fails, the step falls back to
 Tianshou's own update (with one line saying why).
 
-Supported: TD3+BC, CQL (incl. Lagrange multiplier and Cal-QL) and continuous behaviour cloning.
+Supported: TD3+BC, CQL (incl. Lagrange multiplier and Cal-QL), BCQ and continuous behaviour
+cloning.
 test/test_fast_path.py checks losses and parameters against Tianshou's update from the same seed
 and batch. What Tianshou itself would need for this upstream is listed in benchmarks/README.md.
 """
@@ -36,8 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tianshou.algorithm import CQL, TD3BC
+from tianshou.algorithm import BCQ, CQL, TD3BC
 from tianshou.algorithm.algorithm_base import Algorithm, TrainingStats
+from tianshou.algorithm.imitation.bcq import BCQTrainingStats
 from tianshou.algorithm.imitation.cql import CQLTrainingStats
 from tianshou.algorithm.imitation.imitation_base import (
     ImitationTrainingStats,
@@ -501,6 +503,93 @@ class CQLStep(_ActorTwinCriticStep):
         return CQLTrainingStats(**stats)
 
 
+def _sub_params(params: Params, prefix: str) -> Params:
+    """The entries of a module's parameter dict that belong to its submodule ``prefix``."""
+    start = prefix + "."
+    return {name[len(start) :]: p for name, p in params.items() if name.startswith(start)}
+
+
+class BCQStep(FunctionalStep):
+    """BCQ as Tianshou's BCQ._update_with_batch computes it: VAE, twin critics with the
+    clipped double-Q target over VAE-sampled next actions, perturbation actor, targets."""
+
+    stat_names = ("actor_loss", "critic1_loss", "critic2_loss", "vae_loss")
+
+    def __init__(self, algorithm: BCQ) -> None:
+        self.algo = algorithm
+        policy = algorithm.policy
+        self.vae, self.perturbation = policy.vae, policy.actor_perturbation
+        self.vae_params = _param_aliases(self.vae)
+        self.perturbation_params = _param_aliases(self.perturbation)
+        self.critic1_params = _param_aliases(policy.critic)
+        self.critic2_params = _param_aliases(algorithm.critic2)
+        self.lagged = LaggedParams(algorithm)
+        self.vae_optim = FunctionalAdam.of_wrapper(algorithm.vae_optim)
+        self.perturbation_optim = FunctionalAdam.of_wrapper(algorithm.actor_perturbation_optim)
+        self.critic1_optim = FunctionalAdam.of_wrapper(algorithm.critic_optim)
+        self.critic2_optim = FunctionalAdam.of_wrapper(algorithm.critic2_optim)
+        self.device = next(self.vae.parameters()).device
+
+    def _decode(self, obs: Tensor) -> Tensor:
+        """VAE.decode(obs): a latent from N(0, 1) clipped to [-0.5, 0.5], decoded (no grad)."""
+        latent = torch.randn(obs.shape[0], self.vae.latent_dim, device=obs.device)
+        decoder_params = _sub_params(self.vae_params, "decoder")
+        hidden = functional_call(
+            self.vae.decoder, decoder_params, (torch.cat([obs, latent.clamp(-0.5, 0.5)], -1),)
+        )
+        return self.vae.max_action * torch.tanh(hidden)
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        algo, policy = self.algo, self.algo.policy
+        obs, act = batch["obs"], batch["act"]
+        batch_size = obs.shape[0]
+
+        # VAE: reconstruction + KL(N(mean, std) || N(0, 1)) / 2
+        def vae_loss(params: Params) -> Tensor:
+            recon, mean, std = functional_call(self.vae, params, (obs, act))
+            kl = (-torch.log(std) + (std.pow(2) + mean.pow(2) - 1) / 2).mean()
+            return F.mse_loss(act, recon) + kl / 2
+
+        grads, loss_vae = grad_and_value(vae_loss)(self.vae_params)
+        self.vae_optim.step(list(grads.values()))
+
+        # target: the best of num_sampled_action VAE actions per next state, each scored by
+        # lmbda * min + (1 - lmbda) * max of the target critics (the updated VAE samples them)
+        with torch.no_grad():
+            obs_next = _repeat_rows(batch["obs_next"], algo.num_sampled_action)
+            act_next = self._decode(obs_next)
+            q1 = _critic(policy.critic, self.lagged.of(policy.critic), obs_next, act_next)
+            q2 = _critic(algo.critic2, self.lagged.of(algo.critic2), obs_next, act_next)
+            q_next = algo.lmbda * torch.min(q1, q2) + (1 - algo.lmbda) * torch.max(q1, q2)
+            q_next = q_next.reshape(batch_size, -1).max(dim=1)[0].reshape(-1, 1)
+            not_done = (1.0 - batch["done"]).reshape(-1, 1)  # sic: Tianshou masks with done
+            returns = batch["rew"].reshape(-1, 1) + not_done * algo.gamma * q_next
+
+        def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
+            return F.mse_loss(_critic(module, params, obs, act), returns)
+
+        grads, loss_c1 = grad_and_value(critic_loss)(self.critic1_params, policy.critic)
+        self.critic1_optim.step(list(grads.values()))
+        grads, loss_c2 = grad_and_value(critic_loss)(self.critic2_params, algo.critic2)
+        self.critic2_optim.step(list(grads.values()))
+
+        # perturbation actor: maximise the (updated) first critic at perturbed VAE actions
+        with torch.no_grad():
+            sampled_act = self._decode(obs)
+
+        def actor_loss(params: Params) -> Tensor:
+            perturbed = functional_call(self.perturbation, params, (obs, sampled_act))
+            return -_critic(policy.critic, self.critic1_params, obs, perturbed).mean()
+
+        grads, loss_actor = grad_and_value(actor_loss)(self.perturbation_params)
+        self.perturbation_optim.step(list(grads.values()))
+        self.lagged.soft_update(algo.tau)
+        return torch.stack([loss_actor, loss_c1, loss_c2, loss_vae]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return BCQTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
 class BehaviourCloningStep(FunctionalStep):
     """Continuous behaviour cloning: MSE between the actor's and the dataset's actions."""
 
@@ -531,6 +620,8 @@ def functional_step(algorithm: Algorithm) -> FunctionalStep | None:
         return TD3BCStep(algorithm)
     if isinstance(algorithm, CQL):
         return CQLStep(algorithm)
+    if isinstance(algorithm, BCQ):
+        return BCQStep(algorithm)
     if isinstance(algorithm, OfflineImitationLearning):
         return BehaviourCloningStep(algorithm)
     return None
