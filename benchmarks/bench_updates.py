@@ -517,9 +517,30 @@ def plain_atari(name: str, data: FrameData, batch_size: int, num_quantiles: int 
 # ----------------------------------------------------------------------------------------------
 
 
-def continuous_row(name, size, buffer, device, args) -> dict:
+def measure_fast(row: dict, algorithm, buffer, device, batch_size: int, args, warmup=5) -> None:
+    """The fast path's updates/s (and compile seconds) into ``row``, where it has one."""
     from fast_update import make_fast_update
 
+    buffer = algorithm.process_buffer(buffer)
+    fast = make_fast_update(algorithm, buffer, device, compile=not args.no_compile)
+    if fast is None:
+        return
+    started = time.perf_counter()
+    try:
+        # every variant compiled: TD3's delayed actor step and the hard target updates of the
+        # discrete algorithms (at their first update) have two
+        for _ in range(4):
+            fast.run_step(batch_size)
+        sync(device)
+        row["compile_s"] = time.perf_counter() - started
+        row["fast"] = updates_per_second(
+            lambda: fast.run_step(batch_size), device, args.seconds, warmup=warmup
+        )
+    except Exception:  # report and go on: the other paths still measure
+        traceback.print_exc()
+
+
+def continuous_row(name, size, buffer, device, args) -> dict:
     hidden = [32, 32] if size == "tiny" else None
     batch_size = 32 if size == "tiny" else 256
     argv = ["--device", str(device), "--batch-size", str(batch_size)]
@@ -537,19 +558,7 @@ def continuous_row(name, size, buffer, device, args) -> dict:
         project_step(algorithm, buffer, batch_size), device, args.seconds
     )
     algorithm, _, _ = script_algorithm(SCRIPTS[name], argv)
-    fast = make_fast_update(algorithm, buffer, device, compile=not args.no_compile)
-    if fast is not None:
-        started = time.perf_counter()
-        try:
-            for _ in range(4):  # every variant compiled (TD3's delayed actor step has two)
-                fast.run_step(batch_size)
-            sync(device)
-            row["compile_s"] = time.perf_counter() - started
-            row["fast"] = updates_per_second(
-                lambda: fast.run_step(batch_size), device, args.seconds
-            )
-        except Exception:  # report and go on: the other paths still measure
-            traceback.print_exc()
+    measure_fast(row, algorithm, buffer, device, batch_size, args)
     data = TensorData(buffer, device)
     plain = {
         "bc": lambda: plain_bc(data, hidden, batch_size),
@@ -570,6 +579,8 @@ def atari_row(name, buffer, device, args) -> dict:
     row["project"] = updates_per_second(
         project_step(algorithm, buffer, batch_size), device, args.seconds, warmup=3
     )
+    algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
+    measure_fast(row, algorithm, buffer, device, batch_size, args, warmup=3)
     plain = plain_atari(name, FrameData(buffer, device), batch_size)
     row["flops"] = count_flops(plain)
     row["plain"] = updates_per_second(plain, device, args.seconds, warmup=3)

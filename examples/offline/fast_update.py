@@ -22,7 +22,8 @@ fast step; the scripts then use Tianshou's update. If compilation fails, the ste
 Tianshou's own update (with one line saying why).
 
 Supported: TD3+BC, CQL (incl. Lagrange multiplier and Cal-QL), BCQ and continuous behaviour
-cloning.
+cloning; for the Atari scripts (fast_update_atari.py, with stacked frames on the device) discrete
+imitation learning, discrete BCQ, discrete CQL and discrete CRR (1-step returns).
 test/test_fast_path.py checks losses and parameters against Tianshou's update from the same seed
 and batch. What Tianshou itself would need for this upstream is listed in benchmarks/README.md.
 """
@@ -33,6 +34,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,6 +51,9 @@ from tianshou.algorithm.modelfree.td3 import TD3TrainingStats
 from tianshou.data import ReplayBuffer
 from torch import Tensor
 from torch.func import functional_call, grad_and_value
+
+if TYPE_CHECKING:
+    from fast_update_atari import FrameStackDataset
 
 Params = dict[str, Tensor]
 Batch = dict[str, Tensor]
@@ -196,7 +201,8 @@ class LaggedParams:
         self.by_source: dict[int, Params] = {}
         self.targets: list[Tensor] = []
         self.sources: list[Tensor] = []
-        for pair in algorithm._lagged_networks._lagged_network_pairs:
+        lagged = getattr(algorithm, "_lagged_networks", None)  # None: no target networks
+        for pair in lagged._lagged_network_pairs if lagged is not None else []:
             names = [name for name, _ in pair.source.named_parameters()]
             targets = [p.detach() for p in pair.target.parameters()]
             self.by_source[id(pair.source)] = dict(zip(names, targets, strict=True))
@@ -208,6 +214,11 @@ class LaggedParams:
 
     def soft_update(self, tau: float) -> None:
         _polyak(self.targets, self.sources, tau)
+
+    def copy_sources(self) -> None:
+        """target <- source, as Tianshou's full_parameter_update (the DQN-style hard update)."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.targets, self.sources)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -616,6 +627,12 @@ class BehaviourCloningStep(FunctionalStep):
 
 def functional_step(algorithm: Algorithm) -> FunctionalStep | None:
     """The fast step of ``algorithm``, or None where there is none."""
+    # imported here: fast_update_atari builds on this module's parts
+    from fast_update_atari import discrete_step
+
+    step = discrete_step(algorithm)
+    if step is not None:
+        return step
     if isinstance(algorithm, TD3BC):
         return TD3BCStep(algorithm)
     if isinstance(algorithm, CQL):
@@ -677,7 +694,7 @@ class FastUpdate:
         self,
         algorithm: Algorithm,
         step: FunctionalStep,
-        dataset: DeviceDataset,
+        dataset: DeviceDataset | FrameStackDataset,
         *,
         compile: bool = True,
         cuda_graph: bool | None = None,
@@ -769,11 +786,22 @@ def make_fast_update(
     where this algorithm or configuration has none (the caller keeps Tianshou's update)."""
     try:
         step = functional_step(algorithm)
+        if step is None:
+            return None
+        dataset = device_dataset(buffer, device)
     except NotImplementedError as err:
         print(f"--compile: {err}; using Tianshou's update")
         return None
-    if step is None:
-        return None
-    return FastUpdate(
-        algorithm, step, DeviceDataset(buffer, device), compile=compile, cuda_graph=cuda_graph
-    )
+    return FastUpdate(algorithm, step, dataset, compile=compile, cuda_graph=cuda_graph)
+
+
+def device_dataset(
+    buffer: ReplayBuffer, device: str | torch.device
+) -> DeviceDataset | FrameStackDataset:
+    """The buffer's transitions on the device; frame-stacking buffers (Atari) as frames plus
+    index tables (fast_update_atari.FrameStackDataset), so each frame is stored once."""
+    from fast_update_atari import FrameStackDataset
+
+    if buffer.stack_num > 1 or not buffer._save_obs_next:
+        return FrameStackDataset(buffer, device)
+    return DeviceDataset(buffer, device)

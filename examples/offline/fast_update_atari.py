@@ -1,0 +1,414 @@
+"""The fast path (fast_update.py) for the offline Atari scripts: stacked frames on the device and
+the discrete algorithms' updates (imitation learning, discrete BCQ, discrete CQL, discrete CRR).
+
+The Atari buffer (examples/atari/atari_buffer.py) stores each 84x84 frame once and stacks four
+of them when a batch is sampled, walking back with ``ReplayBuffer.prev`` (which stops at an
+episode's first frame and repeats it). ``FrameStackDataset`` keeps the frames as one uint8 tensor
+and does that walk once, on the host, for every transition: two (N, stack_num) index tables give
+the frames of each transition's obs and obs_next, so sampling a batch on the device is two
+gathers. The networks get the uint8 stacks Tianshou gives them (NatureCNN scales to [0, 1]).
+
+The steps follow Tianshou 2.0.1's ``_preprocess_batch`` + ``_update_with_batch`` of each
+algorithm for 1-step returns (the scripts' default; ``--n-step`` > 1 keeps Tianshou's update),
+including the order of the hard target-network updates counted by the algorithm's own
+``_iter``. test/test_fast_path_atari.py compares them with Tianshou's update.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fast_update import Batch, FunctionalAdam, FunctionalStep, LaggedParams, Params, _sub_params
+from tianshou.algorithm import DiscreteBCQ, DiscreteCQL, DiscreteCRR
+from tianshou.algorithm.algorithm_base import Algorithm, TrainingStats
+from tianshou.algorithm.imitation.discrete_bcq import INF, DiscreteBCQTrainingStats
+from tianshou.algorithm.imitation.discrete_cql import DiscreteCQLTrainingStats
+from tianshou.algorithm.imitation.discrete_crr import DiscreteCRRTrainingStats
+from tianshou.algorithm.imitation.imitation_base import (
+    ImitationTrainingStats,
+    OfflineImitationLearning,
+)
+from tianshou.data import ReplayBuffer
+from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
+from torch import Tensor
+from torch.func import functional_call, grad_and_value
+
+# ----------------------------------------------------------------------------------------------
+# Stacked frames on the device
+# ----------------------------------------------------------------------------------------------
+
+
+class FrameStackDataset:
+    """A frame-stacking ReplayBuffer (``stack_num`` > 1 or ``ignore_obs_next``) on the device.
+
+    ``gather(indices)`` gives what ``buffer[indices]`` gives (obs and obs_next stacked exactly as
+    ``ReplayBuffer.get`` stacks them), as tensors; ``sample`` draws uniformly with replacement,
+    like ``ReplayBuffer.sample`` of a buffer without ``sample_avail``.
+    """
+
+    def __init__(self, buffer: ReplayBuffer, device: str | torch.device) -> None:
+        if buffer._save_obs_next:
+            raise NotImplementedError("fast path: stacked buffers store no obs_next")
+        size = len(buffer)
+        self.size = size
+        self.device = torch.device(device)
+        self.stack_num = buffer.stack_num
+        # ReplayBuffer.get: [prev^(k-1)(i), ..., prev(i), i], oldest first; prev stays at an
+        # episode's first row, so the first frame repeats. obs_next is the stack of next(i),
+        # which stays at i on a done row (obs_next == obs there).
+        rows = np.arange(size)
+        columns = [rows]
+        for _ in range(self.stack_num - 1):
+            columns.insert(0, buffer.prev(columns[0]))
+        obs_index = np.stack(columns, axis=1)
+        obs_next_index = obs_index[buffer.next(rows)]
+        self.obs_index = torch.as_tensor(obs_index, dtype=torch.int64, device=self.device)
+        self.obs_next_index = torch.as_tensor(obs_next_index, dtype=torch.int64, device=self.device)
+        # the frames: no copy on the CPU (the tensor shares the buffer's array), one to a GPU
+        self.frames = torch.as_tensor(np.asarray(buffer.obs)[:size]).to(self.device)
+        self.tensors: Batch = {}
+        for key in ("act", "rew", "terminated", "done"):
+            array = np.asarray(getattr(buffer, key)[:size])
+            dtype = torch.float32 if array.dtype.kind in "fb" else None
+            self.tensors[key] = torch.as_tensor(array, device=self.device, dtype=dtype)
+
+    def sample(self, batch_size: int) -> Batch:
+        indices = torch.randint(self.size, (batch_size,), device=self.device)
+        return self.gather(indices)
+
+    def _stack(self, table: Tensor, indices: Tensor) -> Tensor:
+        stacked = self.frames[table[indices]]  # (B, stack_num, *frame shape)
+        return stacked if self.stack_num > 1 else stacked.squeeze(1)
+
+    def gather(self, indices: Tensor) -> Batch:
+        batch = {key: tensor[indices] for key, tensor in self.tensors.items()}
+        batch["obs"] = self._stack(self.obs_index, indices)
+        batch["obs_next"] = self._stack(self.obs_next_index, indices)
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared parts of the discrete steps
+# ----------------------------------------------------------------------------------------------
+
+
+def _one_step_return(rew: Tensor, terminated: Tensor, q_next: Tensor, gamma: float) -> Tensor:
+    """Algorithm.compute_nstep_return for n = 1: rew + gamma * Q(s') * (not terminated).
+
+    Tianshou computes it in float64 (numpy) and casts to float32; so does this, so both paths
+    get the same bits.
+    """
+    shape = (-1,) + (1,) * (q_next.dim() - 1)
+    q_next = q_next * (1.0 - terminated).reshape(shape)
+    return (q_next.double() * gamma + rew.double().reshape(shape)).float()
+
+
+def _head_parts(module: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(feature net, head) of a DiscreteActor (logits) or DiscreteCritic (Q-values)."""
+    if isinstance(module, DiscreteActor) and not module.softmax_output:
+        return module.preprocess, module.last
+    if isinstance(module, DiscreteCritic):
+        return module.preprocess, module.last
+    raise NotImplementedError(
+        f"fast path supports DiscreteActor/DiscreteCritic heads, not {module}"
+    )
+
+
+def _heads(modules: list[torch.nn.Module], params: list[Params], obs: Tensor) -> list[Tensor]:
+    """The outputs of heads that share one feature net, the feature net run once.
+
+    Tianshou runs the shared feature net once per head (e.g. BCQ's Q and imitation heads); the
+    features are the same, so running it once gives the same values and the same gradients (up to
+    float summation order) for half the convolutions.
+    """
+    features: dict[int, Tensor] = {}
+    outputs = []
+    for module, module_params in zip(modules, params, strict=True):
+        torso, head = _head_parts(module)
+        if id(torso) not in features:
+            torso_params = _sub_params(module_params, "preprocess")
+            features[id(torso)] = functional_call(torso, torso_params, (obs,))[0]
+        outputs.append(
+            functional_call(head, _sub_params(module_params, "last"), (features[id(torso)],))
+        )
+    return outputs
+
+
+class _DiscreteStep(FunctionalStep):
+    """One Adam over all online networks (Tianshou's single optimizer of these algorithms), its
+    parameters as one dict named like the optimized module, and the target networks.
+
+    Networks share their feature net, so a network's parameters are a view of that dict
+    (``params_of``): gradients of shared tensors add up across heads, as with autograd.
+    """
+
+    def __init__(self, algorithm: Algorithm, optim: Algorithm.Optimizer) -> None:
+        self.algo = algorithm
+        named = list(optim._module.named_parameters())
+        if [id(p) for _, p in named] != [id(p) for p in optim._optim.param_groups[0]["params"]]:
+            raise NotImplementedError("fast path: optimizer parameters differ from its module's")
+        self.optim = FunctionalAdam.of_wrapper(optim)
+        self.params: Params = {name: p.detach() for name, p in named}
+        self._name_of = {id(p): name for name, p in named}
+        self.lagged = LaggedParams(algorithm)
+        self.device = named[0][1].device
+
+    def params_of(self, params: Params, module: torch.nn.Module) -> Params:
+        """``module``'s parameters, by its own names, taken from ``params`` (the whole dict)."""
+        return {name: params[self._name_of[id(p)]] for name, p in module.named_parameters()}
+
+    def _adam(self, grads: Params) -> None:
+        self.optim.step(list(grads.values()))
+
+
+def _check_one_step(algorithm: Algorithm, n_step: int) -> None:
+    if n_step != 1:
+        raise NotImplementedError(f"fast {type(algorithm).__name__} supports 1-step returns only")
+
+
+# ----------------------------------------------------------------------------------------------
+# The steps
+# ----------------------------------------------------------------------------------------------
+
+
+class DiscreteImitationStep(_DiscreteStep):
+    """Discrete behaviour cloning as Tianshou's _imitation_update: NLL of log-softmax logits."""
+
+    stat_names = ("loss",)
+
+    def __init__(self, algorithm: OfflineImitationLearning) -> None:
+        super().__init__(algorithm, algorithm.optim)
+        self.actor = algorithm.policy.actor
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        def loss_fn(params: Params) -> Tensor:
+            logits = functional_call(
+                self.actor, self.params_of(params, self.actor), (batch["obs"],)
+            )
+            return F.nll_loss(F.log_softmax(logits[0], dim=-1), batch["act"])
+
+        grads, loss = grad_and_value(loss_fn)(self.params)
+        self._adam(grads)
+        return loss.detach().reshape(1)
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return ImitationTrainingStats(loss=values[0])
+
+
+class DiscreteBCQStep(_DiscreteStep):
+    """DiscreteBCQ: Huber TD loss of the Q head with the target Q_old(s', a') at the greedy
+    action a' among the imitation head's likely actions, cross-entropy and an L2 penalty on the
+    imitation logits; the target network is copied every ``freq`` updates."""
+
+    stat_names = ("loss", "q_loss", "i_loss", "reg_loss")
+
+    def __init__(self, algorithm: DiscreteBCQ) -> None:
+        _check_one_step(algorithm, algorithm.n_step)
+        super().__init__(algorithm, algorithm.optim)
+        policy = algorithm.policy
+        self.model, self.imitator = policy.model, policy.imitator
+
+    def variant(self) -> bool:  # copy the target network at this update?
+        return self.algo._iter % self.algo.freq == 0
+
+    def advance(self) -> None:
+        self.algo._iter += 1
+
+    def _q_and_logits(self, params: Params, obs: Tensor) -> list[Tensor]:
+        modules = [self.model, self.imitator]
+        return _heads(modules, [self.params_of(params, m) for m in modules], obs)
+
+    def __call__(self, batch: Batch, refresh_target: object) -> Tensor:
+        algo, policy = self.algo, self.algo.policy
+        obs, act = batch["obs"], batch["act"]
+
+        # _preprocess_batch (before the update's target copy): Q_old at the likely greedy action
+        with torch.no_grad():
+            obs_next = batch["obs_next"]
+            q_next, logits_next = self._q_and_logits(self.params, obs_next)
+            ratio = logits_next - logits_next.max(dim=-1, keepdim=True).values
+            mask = (ratio < policy._log_tau).float()
+            act_next = (q_next - INF * mask).argmax(dim=-1)
+            q_old = functional_call(self.model, self.lagged.of(self.model), (obs_next,))[0]
+            q_old = q_old.gather(1, act_next[:, None]).squeeze(1)
+            returns = _one_step_return(batch["rew"], batch["terminated"], q_old, algo.gamma)
+        if refresh_target:
+            self.lagged.copy_sources()
+
+        def loss_fn(params: Params) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+            q, logits = self._q_and_logits(params, obs)
+            q_loss = F.smooth_l1_loss(q.gather(1, act[:, None]).squeeze(1), returns)
+            i_loss = F.nll_loss(F.log_softmax(logits, dim=-1), act)
+            reg_loss = logits.pow(2).mean()
+            return q_loss + i_loss + algo._weight_reg * reg_loss, (q_loss, i_loss, reg_loss)
+
+        grads, (loss, (q_loss, i_loss, reg_loss)) = grad_and_value(loss_fn, has_aux=True)(
+            self.params
+        )
+        self._adam(grads)
+        return torch.stack([loss, q_loss, i_loss, reg_loss]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return DiscreteBCQTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
+class DiscreteCQLStep(_DiscreteStep):
+    """DiscreteCQL (QR-DQN + CQL penalty): quantile Huber loss against the target network's
+    quantiles at the online network's greedy next action, plus min_q_weight * (logsumexp Q -
+    Q(s, a)); the target network is copied every ``target_update_freq`` updates."""
+
+    stat_names = ("loss", "qr_loss", "cql_loss")
+
+    def __init__(self, algorithm: DiscreteCQL) -> None:
+        _check_one_step(algorithm, algorithm.n_step)
+        super().__init__(algorithm, algorithm.optim)
+        self.net = algorithm.policy.model
+        self.tau_hat = algorithm.tau_hat.detach()  # (1, num_quantiles, 1)
+
+    def variant(self) -> bool:
+        algo = self.algo
+        return algo.use_target_network and algo._iter % algo.target_update_freq == 0
+
+    def advance(self) -> None:
+        self.algo._iter += 1
+
+    def _quantiles(self, params: Params, obs: Tensor) -> Tensor:
+        return functional_call(self.net, params, (obs,))[0]  # (B, num_actions, num_quantiles)
+
+    def __call__(self, batch: Batch, refresh_target: object) -> Tensor:
+        algo = self.algo
+        obs, act = batch["obs"], batch["act"]
+        num_quantiles = self.tau_hat.shape[1]
+
+        def at_action(dist: Tensor, action: Tensor) -> Tensor:  # dist[arange(B), action, :]
+            return dist.gather(1, action[:, None, None].expand(-1, 1, num_quantiles)).squeeze(1)
+
+        # QRDQN._target_q (before the update's target copy)
+        with torch.no_grad():
+            obs_next = batch["obs_next"]
+            next_dist = self._quantiles(self.params_of(self.params, self.net), obs_next)
+            act_next = next_dist.mean(2).argmax(dim=1)
+            if algo.use_target_network:
+                next_dist = self._quantiles(self.lagged.of(self.net), obs_next)
+            target = at_action(next_dist, act_next)
+            returns = _one_step_return(batch["rew"], batch["terminated"], target, algo.gamma)
+        if refresh_target:
+            self.lagged.copy_sources()
+
+        def loss_fn(params: Params) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+            all_dist = self._quantiles(self.params_of(params, self.net), obs)
+            curr_dist = at_action(all_dist, act).unsqueeze(2)
+            target_dist = returns.unsqueeze(1)
+            dist_diff = F.smooth_l1_loss(target_dist, curr_dist, reduction="none")
+            below = (target_dist - curr_dist).detach().le(0.0).float()
+            huber_loss = (dist_diff * (self.tau_hat - below).abs()).sum(-1).mean(1)
+            qr_loss = (huber_loss * 1.0).mean()  # no priority weights in offline data
+            q = all_dist.mean(2)
+            min_q_loss = q.logsumexp(1).mean() - q.gather(1, act[:, None]).mean()
+            return qr_loss + min_q_loss * algo.min_q_weight, (qr_loss, min_q_loss)
+
+        grads, (loss, (qr_loss, cql_loss)) = grad_and_value(loss_fn, has_aux=True)(self.params)
+        self._adam(grads)
+        return torch.stack([loss, qr_loss, cql_loss]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return DiscreteCQLTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
+def _categorical(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(normalized logits, probs) as torch.distributions.Categorical(logits=...) computes them."""
+    normalized = logits - logits.logsumexp(dim=-1, keepdim=True)
+    return normalized, F.softmax(normalized, dim=-1)
+
+
+class DiscreteCRRStep(_DiscreteStep):
+    """DiscreteCRR, quirks included (kept on purpose: the fast path must not change the maths).
+
+    As Tianshou 2.0.1 computes it: the actor's weight ``exp(advantage / beta)`` is not detached,
+    so the actor loss also trains the critic (and the actor through the advantage's baseline);
+    ``-log_prob`` (B,) times the weight (B, 1) broadcasts to (B, B), so the actor loss is
+    mean(-log_prob) * mean(weight): plain cloning scaled by the batch's mean weight, not a
+    per-sample weighting; the CQL term broadcasts the same way (its value is unaffected); the
+    target masks with ``done`` (time-outs included). The target networks are copied *before*
+    the target is computed (every ``target_update_freq`` updates).
+    """
+
+    stat_names = ("loss", "actor_loss", "critic_loss", "cql_loss")
+
+    def __init__(self, algorithm: DiscreteCRR) -> None:
+        super().__init__(algorithm, algorithm.optim)
+        self.actor, self.critic = algorithm.policy.actor, algorithm.critic
+        if algorithm._policy_improvement_mode not in ("exp", "binary", "all"):
+            raise NotImplementedError(algorithm._policy_improvement_mode)
+
+    def variant(self) -> bool:
+        algo = self.algo
+        return algo._target and algo._iter % algo._freq == 0
+
+    def advance(self) -> None:
+        self.algo._iter += 1
+
+    def __call__(self, batch: Batch, refresh_target: object) -> Tensor:
+        algo = self.algo
+        obs, act = batch["obs"], batch["act"]
+        modules = [self.actor, self.critic]
+        if refresh_target:
+            self.lagged.copy_sources()
+
+        with torch.no_grad():
+            # The target copies of actor and critic each hold a copy of the shared feature net;
+            # both are copied from the same source at the same time, so they are equal and run
+            # once here (through the actor's copy).
+            if algo._target:
+                target_params = [self.lagged.of(m) for m in modules]
+            else:  # no target networks: the online ones
+                target_params = [self.params_of(self.params, m) for m in modules]
+            target_logits, q_next = _heads(modules, target_params, batch["obs_next"])
+            _, target_probs = _categorical(target_logits)
+            expected_target_q = (q_next * target_probs).sum(-1, keepdim=True)
+            expected_target_q = torch.where(batch["done"][:, None] > 0, 0.0, expected_target_q)
+            gamma = algo.discounted_return_computation.gamma
+            target = batch["rew"][:, None] + gamma * expected_target_q
+
+        def loss_fn(params: Params) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+            logits, q = _heads(modules, [self.params_of(params, m) for m in modules], obs)
+            qa = q.gather(1, act[:, None])
+            critic_loss = 0.5 * F.mse_loss(qa, target)
+            log_pmf, probs = _categorical(logits)
+            advantage = qa - (q * probs).sum(-1, keepdim=True)
+            mode = algo._policy_improvement_mode
+            if mode == "binary":
+                coef: Tensor | float = (advantage > 0).float()
+            elif mode == "exp":
+                coef = (advantage / algo._beta).exp().clamp(0, algo._ratio_upper_bound)  # sic
+            else:
+                coef = 1.0
+            log_prob = log_pmf.gather(-1, act[:, None]).squeeze(-1)  # (B,)
+            actor_loss = (-log_prob * coef).mean()  # sic: (B,) * (B, 1) -> (B, B)
+            min_q_loss = (q.logsumexp(1) - qa).mean()  # sic: (B,) - (B, 1) -> (B, B)
+            loss = actor_loss + critic_loss + algo._min_q_weight * min_q_loss
+            return loss, (actor_loss, critic_loss, min_q_loss)
+
+        grads, (loss, aux) = grad_and_value(loss_fn, has_aux=True)(self.params)
+        self._adam(grads)
+        return torch.stack([loss, *aux]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return DiscreteCRRTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
+def discrete_step(algorithm: Algorithm) -> FunctionalStep | None:
+    """The fast step of a discrete (Atari) algorithm, or None where there is none."""
+    if isinstance(algorithm, DiscreteBCQ):
+        return DiscreteBCQStep(algorithm)
+    if isinstance(algorithm, DiscreteCQL):
+        return DiscreteCQLStep(algorithm)
+    if isinstance(algorithm, DiscreteCRR):
+        return DiscreteCRRStep(algorithm)
+    if (
+        isinstance(algorithm, OfflineImitationLearning)
+        and algorithm.policy.action_type == "discrete"
+    ):
+        return DiscreteImitationStep(algorithm)
+    return None
