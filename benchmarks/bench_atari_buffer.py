@@ -104,9 +104,7 @@ def measure_load(path: str) -> dict:
         "load_s": load_seconds,
         "rss_growth_gib": grown / 2**30,
         "bytes_per_transition": grown / len(buffer),
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        * 1024
-        / 2**30,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30,
         "sample32_ms": sample_ms,
         "as_tensor_s": tensor_seconds,
         "tensor_shape": list(frames.shape),
@@ -117,12 +115,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transitions", type=int, default=1_000_000)
     parser.add_argument("--work-dir", default="/tmp/atari-buffer-bench")
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the file for the next run"
-    )
-    parser.add_argument(
-        "--measure", default=None, help=argparse.SUPPRESS
-    )  # child process
+    parser.add_argument("--keep", action="store_true", help="keep the file for the next run")
+    parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure_load(args.measure)))

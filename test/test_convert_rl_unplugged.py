@@ -170,7 +170,7 @@ def test_frames_that_are_equal_but_encoded_differently_still_continue(tmp_path):
     episode.pngs = [recoded if i == 2 else png for i, png in enumerate(episode.pngs)]
     records[3] = next(episode_records(episode, [3]))  # its o_t holds the re-encoded f_2
     write_shard(shard_file(tmp_path), records)
-    (_, stats, _), = convert(tmp_path, "0")
+    ((_, stats, _),) = convert(tmp_path, "0")
     assert (stats.episodes, stats.discontinuities) == (1, 0)
 
 
@@ -227,9 +227,7 @@ def bad_shards():
         ),
         (
             "missing_feature",
-            gzip_bytes(
-                b"".join(framed[:3]) + frame_record(example_without(features_of(), "d_t"))
-            ),
+            gzip_bytes(b"".join(framed[:3]) + frame_record(example_without(features_of(), "d_t"))),
             r"record 3: missing feature\(s\) d_t",
         ),
         (

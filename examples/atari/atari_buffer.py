@@ -412,6 +412,7 @@ def _read_hdf5_files(paths: list[Path], max_transitions: int | None) -> tuple[di
 
 def _read_pickle(path: Path, max_transitions: int | None) -> tuple[dict, int | None, str | None]:
     from tianshou.data import ReplayBuffer
+
     try:
         with open(path, "rb") as f:
             buffer = pickle.load(f)
@@ -507,9 +508,7 @@ def load_atari_buffer(
     return buffer_from_columns(columns)
 
 
-def write_subset(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], n: int
-) -> None:
+def write_subset(src: str | os.PathLike[str], dst: str | os.PathLike[str], n: int) -> None:
     """Write the first ``n`` transitions of ``src`` to ``dst`` (same attributes, source noted)."""
     src = Path(src).expanduser()
     if n <= 0:

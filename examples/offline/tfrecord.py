@@ -125,9 +125,7 @@ def _run_ahead(pieces: Iterator[bytes], depth: int) -> Iterator[bytes]:
         thread.join()
 
 
-def read_gzip_tfrecords(
-    path: str | os.PathLike[str], chunk_size: int = 1 << 20
-) -> Iterator[bytes]:
+def read_gzip_tfrecords(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> Iterator[bytes]:
     """Yield the data of each record of a GZIP-compressed TFRecord file, in order.
 
     Streams the file (a background thread inflates up to 4 pieces of ``chunk_size``
