@@ -155,16 +155,49 @@ def test_update_reports_mean_losses_and_falls_back_when_compiling_fails(
     def broken_compile(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
 
+    import torch._inductor.config as inductor_config
+
     monkeypatch.setattr(torch, "compile", broken_compile)
     failing = FastUpdate(fast, functional_step(fast), DeviceDataset(buffer, "cpu"), compile=True)
     before = copy.deepcopy(fast.state_dict())
-    with policy_within_training_step(fast.policy):
-        stats = failing.update(buffer, 32)
-    assert "compilation failed (RuntimeError: no C++ compiler)" in capsys.readouterr().out
+    with inductor_config.patch(loop_ordering_after_fusion=True):
+        with policy_within_training_step(fast.policy):
+            stats = failing.update(buffer, 32)
+    out = capsys.readouterr().out
+    assert "retrying without Inductor's loop reordering" in out  # tried twice, then gave up
+    assert "compilation failed (RuntimeError: no C++ compiler)" in out
     assert failing.failed is not None and np.isfinite(stats.loss)
     # Tianshou's update ran instead: one Adam step more than before
     key = "policy.actor.last.model.0.weight"
     assert not torch.equal(before[key], fast.state_dict()[key])
+
+
+def test_compile_is_retried_without_loop_reordering(
+    built: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """torch 2.11's Inductor crashed on full-size CQL in loop reordering: one retry without it."""
+    import torch._inductor.config as inductor_config
+
+    algorithm, _, spec = built["bc"]
+    buffer = random_buffer(300, spec.obs_dim, spec.act_dim)
+
+    def compile_crashing_in_loop_reordering(fn, **kwargs):
+        def compiled(*args):
+            if inductor_config.loop_ordering_after_fusion:
+                raise AssertionError("reorder_loops_by_dep_pair")
+            return fn(*args)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_crashing_in_loop_reordering)
+    fast = copy.deepcopy(algorithm)
+    update = FastUpdate(fast, functional_step(fast), DeviceDataset(buffer, "cpu"), compile=True)
+    with inductor_config.patch(loop_ordering_after_fusion=True):
+        with policy_within_training_step(fast.policy):
+            stats = [update.update(buffer, 32) for _ in range(3)]
+        assert inductor_config.loop_ordering_after_fusion is False
+    assert update.failed is None and np.isfinite(stats[-1].loss)
+    assert "retrying without Inductor's loop reordering" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(

@@ -729,19 +729,40 @@ class FastUpdate:
             fn = _CudaGraphed(fn)
         return fn
 
+    def _compile_and_run(self, batch_size: int, variant: object) -> tuple[Callable, Tensor]:
+        """Build the runner of a variant and make its first call (which compiles).
+
+        torch 2.11's Inductor crashed on the full-size CQL graph in its loop-reordering pass
+        (benchmarks/README.md): after a failure the compile is tried once more with that pass
+        off, before giving up. Compilation fails before the step runs, so a retry repeats
+        nothing.
+        """
+        import torch._inductor.config as inductor_config
+
+        try:
+            runner = self._run_fn(batch_size, variant)
+            return runner, runner()
+        except Exception as err:
+            if not self.compile:
+                raise
+            error: Exception = err
+        if inductor_config.loop_ordering_after_fusion:
+            inductor_config.loop_ordering_after_fusion = False
+            print(f"--compile: {_first_line(error)}; retrying without Inductor's loop reordering")
+            try:
+                runner = self._run_fn(batch_size, variant)
+                return runner, runner()
+            except Exception as err:
+                error = err
+        raise CompilationFailed(_first_line(error)) from error
+
     def run_step(self, batch_size: int) -> Tensor:
         """One update; returns the step's statistics tensor (on the device, no sync)."""
         variant = self.step.variant()
         key = (batch_size, variant)
         runner = self._runners.get(key)
         if runner is None:  # first call of this variant: it compiles (mutates nothing if it fails)
-            try:
-                runner = self._run_fn(batch_size, variant)
-                values = runner()
-            except Exception as err:
-                if not self.compile:
-                    raise
-                raise CompilationFailed(f"{type(err).__name__}: {err}".splitlines()[0]) from err
+            runner, values = self._compile_and_run(batch_size, variant)
             self._runners[key] = runner
         else:
             values = runner()
@@ -772,6 +793,10 @@ class FastUpdate:
 
 class CompilationFailed(RuntimeError):
     pass
+
+
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def make_fast_update(
