@@ -521,6 +521,9 @@ def measure_fast(row: dict, algorithm, buffer, device, batch_size: int, args, wa
     """The fast path's updates/s (and compile seconds) into ``row``, where it has one."""
     from fast_update import make_fast_update
 
+    # a script compiles one algorithm per process; here many share one, and Dynamo's limit of
+    # recompilations per code object (the step's variants of every algorithm) would be reached
+    torch._dynamo.reset()
     buffer = algorithm.process_buffer(buffer)
     fast = make_fast_update(algorithm, buffer, device, compile=not args.no_compile)
     if fast is None:
