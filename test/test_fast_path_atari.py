@@ -29,13 +29,12 @@ from atari_buffer import buffer_from_columns
 from atari_network import NatureCNN
 from fast_update import DeviceDataset, device_dataset, functional_step, make_fast_update
 from fast_update_atari import FrameStackDataset
-from tianshou.algorithm.algorithm_base import policy_within_training_step
 from tianshou.data import Batch, ReplayBuffer
 from tianshou.utils.net.common import ActionReprNetWithVectorOutput, Net
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_fast_path import assert_same_state  # noqa: E402
+from test_fast_path import assert_same_state, step_both_ways  # noqa: E402
 
 NUM_ACTIONS = 4
 FRAME = 10
@@ -152,18 +151,7 @@ def compare_steps(algorithm, buffer: ReplayBuffer, batch_size: int, steps: int =
     step = functional_step(fast)
     assert step is not None
     data = device_dataset(buffer, "cpu")
-    rng = np.random.default_rng(1)
-    for i in range(steps):
-        indices = rng.integers(0, len(buffer), batch_size)
-        with policy_within_training_step(plain.policy):
-            batch = plain._preprocess_batch(buffer[indices], buffer, indices)
-            expected = plain._update_with_batch(batch).get_loss_stats_dict()
-        values = step(data.gather(torch.as_tensor(indices)), step.variant())
-        step.advance()
-        got = step.to_stats(values.tolist()).get_loss_stats_dict()
-        assert got.keys() == expected.keys()
-        for key in expected:
-            assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), (i, key)
+    step_both_ways(plain, step, data, buffer, steps=steps, batch_size=batch_size)
     assert getattr(fast, "_iter", None) == getattr(plain, "_iter", None)  # target schedule
     assert_same_state(plain, fast)
 
