@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from tianshou.utils.net.common import MLP, ActionReprNetWithVectorOutput, ModuleWithVectorOutput
+from tianshou.utils.net.discrete import DiscreteActor
 from torch import nn
 
 # The fully connected layer after the convolutions in the Nature DQN; every head uses it.
@@ -49,6 +50,17 @@ class NatureCNN(ActionReprNetWithVectorOutput):
         device = next(self.parameters()).device
         frames = torch.as_tensor(obs, device=device)  # uint8 travels to the GPU, 4x less data
         return self.convolutions(frames.float() / 255.0), state
+
+
+def logits_head(feature_net: ModuleWithVectorOutput, num_actions: int) -> DiscreteActor:
+    """Features -> 512 -> one logit (or Q-value) per action; no softmax, so the algorithm
+    decides how to read them (imitation logits, BCQ's Q-values, CRR's actor)."""
+    return DiscreteActor(
+        preprocess_net=feature_net,
+        action_shape=num_actions,
+        hidden_sizes=HIDDEN_SIZES,
+        softmax_output=False,
+    )
 
 
 class QuantileNet(ActionReprNetWithVectorOutput):

@@ -26,11 +26,10 @@ from tianshou.algorithm import DiscreteBCQ
 from tianshou.algorithm.imitation.discrete_bcq import DiscreteBCQPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import ModuleWithVectorOutput
-from tianshou.utils.net.discrete import DiscreteActor
 from training import add_training_args, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "atari"))
-from atari_network import HIDDEN_SIZES, NatureCNN  # noqa: E402
+from atari_network import NatureCNN, logits_head  # noqa: E402
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,18 +57,8 @@ def build_algorithm(
 ) -> DiscreteBCQ:
     """Two heads on shared features: Q-values and behaviour-cloning logits (512 hidden each)."""
     num_actions = int(action_space.n)
-    q_net = DiscreteActor(
-        preprocess_net=feature_net,
-        action_shape=num_actions,
-        hidden_sizes=HIDDEN_SIZES,
-        softmax_output=False,
-    )
-    imitation_net = DiscreteActor(
-        preprocess_net=feature_net,
-        action_shape=num_actions,
-        hidden_sizes=HIDDEN_SIZES,
-        softmax_output=False,
-    )
+    q_net = logits_head(feature_net, num_actions)
+    imitation_net = logits_head(feature_net, num_actions)
     policy = DiscreteBCQPolicy(
         model=q_net,
         imitator=imitation_net,

@@ -25,11 +25,11 @@ from tianshou.algorithm import DiscreteCRR
 from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import ModuleWithVectorOutput
-from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
+from tianshou.utils.net.discrete import DiscreteCritic
 from training import add_training_args, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "atari"))
-from atari_network import HIDDEN_SIZES, NatureCNN  # noqa: E402
+from atari_network import HIDDEN_SIZES, NatureCNN, logits_head  # noqa: E402
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,12 +60,7 @@ def build_algorithm(
 ) -> DiscreteCRR:
     """Actor logits and critic Q-values: two heads (512 hidden each) on shared features."""
     num_actions = int(action_space.n)
-    actor = DiscreteActor(
-        preprocess_net=feature_net,
-        action_shape=num_actions,
-        hidden_sizes=HIDDEN_SIZES,
-        softmax_output=False,
-    )
+    actor = logits_head(feature_net, num_actions)
     critic = DiscreteCritic(
         preprocess_net=feature_net, hidden_sizes=HIDDEN_SIZES, last_size=num_actions
     )

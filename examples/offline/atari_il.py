@@ -20,11 +20,10 @@ from safe_io import run_main
 from tianshou.algorithm.imitation.imitation_base import ImitationPolicy, OfflineImitationLearning
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import ModuleWithVectorOutput
-from tianshou.utils.net.discrete import DiscreteActor
 from training import add_training_args, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "atari"))
-from atari_network import HIDDEN_SIZES, NatureCNN  # noqa: E402
+from atari_network import NatureCNN, logits_head  # noqa: E402
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,12 +37,7 @@ def build_algorithm(
     args: argparse.Namespace, feature_net: ModuleWithVectorOutput, action_space: gym.spaces.Discrete
 ) -> OfflineImitationLearning:
     """Features -> 512 -> action logits, trained with cross-entropy on the buffer's actions."""
-    actor = DiscreteActor(
-        preprocess_net=feature_net,
-        action_shape=int(action_space.n),
-        hidden_sizes=HIDDEN_SIZES,
-        softmax_output=False,
-    )
+    actor = logits_head(feature_net, int(action_space.n))
     policy = ImitationPolicy(actor=actor, action_space=action_space)  # acts by argmax
     return OfflineImitationLearning(policy=policy, optim=AdamOptimizerFactory(lr=args.lr))
 
