@@ -531,6 +531,7 @@ class BCQStep(FunctionalStep):
         policy = algorithm.policy
         self.vae, self.perturbation = policy.vae, policy.actor_perturbation
         self.vae_params = _param_aliases(self.vae)
+        self.decoder_params = _sub_params(self.vae_params, "decoder")  # the same tensors
         self.perturbation_params = _param_aliases(self.perturbation)
         self.critic1_params = _param_aliases(policy.critic)
         self.critic2_params = _param_aliases(algorithm.critic2)
@@ -544,9 +545,8 @@ class BCQStep(FunctionalStep):
     def _decode(self, obs: Tensor) -> Tensor:
         """VAE.decode(obs): a latent from N(0, 1) clipped to [-0.5, 0.5], decoded (no grad)."""
         latent = torch.randn(obs.shape[0], self.vae.latent_dim, device=obs.device)
-        decoder_params = _sub_params(self.vae_params, "decoder")
         hidden = functional_call(
-            self.vae.decoder, decoder_params, (torch.cat([obs, latent.clamp(-0.5, 0.5)], -1),)
+            self.vae.decoder, self.decoder_params, (torch.cat([obs, latent.clamp(-0.5, 0.5)], -1),)
         )
         return self.vae.max_action * torch.tanh(hidden)
 
