@@ -517,17 +517,20 @@ def plain_atari(name: str, data: FrameData, batch_size: int, num_quantiles: int 
 # ----------------------------------------------------------------------------------------------
 
 
-def measure_fast(row: dict, algorithm, buffer, device, batch_size: int, args, warmup=5) -> None:
-    """The fast path's updates/s (and compile seconds) into ``row``, where it has one."""
+def fast_step(
+    row: dict, key: str, algorithm, buffer, device, batch_size: int, args, **options
+) -> Callable[[], object] | None:
+    """The fast path's update of ``algorithm`` (compiled, every variant), its compile seconds
+    in ``row[key + "_compile_s"]``; None where the algorithm has none or it failed."""
     from fast_update import make_fast_update
 
     # a script compiles one algorithm per process; here many share one, and Dynamo's limit of
     # recompilations per code object (the step's variants of every algorithm) would be reached
     torch._dynamo.reset()
     buffer = algorithm.process_buffer(buffer)
-    fast = make_fast_update(algorithm, buffer, device, compile=not args.no_compile)
+    fast = make_fast_update(algorithm, buffer, device, compile=not args.no_compile, **options)
     if fast is None:
-        return
+        return None
     started = time.perf_counter()
     try:
         # every variant compiled: TD3's delayed actor step and the hard target updates of the
@@ -535,12 +538,26 @@ def measure_fast(row: dict, algorithm, buffer, device, batch_size: int, args, wa
         for _ in range(4):
             fast.run_step(batch_size)
         sync(device)
-        row["compile_s"] = time.perf_counter() - started
-        row["fast"] = updates_per_second(
-            lambda: fast.run_step(batch_size), device, args.seconds, warmup=warmup
-        )
     except Exception:  # report and go on: the other paths still measure
         traceback.print_exc()
+        return None
+    row[key + "_compile_s"] = time.perf_counter() - started
+    return lambda: fast.run_step(batch_size)
+
+
+def measure_paths(row: dict, paths: dict, device, args, warmup: int = 5) -> None:
+    """Updates/s of each path into ``row``: ``args.rounds`` rounds, the paths (and the matmul
+    throughput) interleaved within a round, the best round of each kept. On a shared machine
+    the other jobs' load comes and goes; the best of interleaved rounds compares the paths
+    under the same (least) disturbance."""
+    row["matmul_flops"] = 0.0  # the arithmetic limit, measured with the paths
+    for name in paths:
+        row[name] = 0.0
+    for _ in range(args.rounds):
+        row["matmul_flops"] = max(row["matmul_flops"], matmul_flops_per_second(device, 1.0))
+        for name, step in paths.items():
+            rate = updates_per_second(step, device, args.seconds, warmup=warmup)
+            row[name] = max(row[name], rate)
 
 
 def continuous_row(name, size, buffer, device, args) -> dict:
@@ -555,13 +572,15 @@ def continuous_row(name, size, buffer, device, args) -> dict:
     algorithm, script_args, _ = script_algorithm(SCRIPTS[name], argv)
     hidden = script_args.hidden_sizes
     row = {"algorithm": name, "size": size, "hidden": hidden, "batch": batch_size}
-    row["matmul_flops"] = matmul_flops_per_second(device, seconds=1.0)  # the limit, right now
     torch.manual_seed(0)
-    row["project"] = updates_per_second(
-        project_step(algorithm, buffer, batch_size), device, args.seconds
-    )
+    paths = {"project": project_step(algorithm, buffer, batch_size)}
     algorithm, _, _ = script_algorithm(SCRIPTS[name], argv)
-    measure_fast(row, algorithm, buffer, device, batch_size, args)
+    paths["fast"] = fast_step(row, "fast", algorithm, buffer, device, batch_size, args)
+    if args.twin_ensemble and name in ("td3_bc", "cql"):
+        algorithm, _, _ = script_algorithm(SCRIPTS[name], argv)
+        paths["fast_ensemble"] = fast_step(
+            row, "fast_ensemble", algorithm, buffer, device, batch_size, args, twin_ensemble=True
+        )
     data = TensorData(buffer, device)
     plain = {
         "bc": lambda: plain_bc(data, hidden, batch_size),
@@ -570,7 +589,8 @@ def continuous_row(name, size, buffer, device, args) -> dict:
         "bcq": lambda: plain_bcq(data, hidden, script_args.vae_hidden_sizes, batch_size),
     }[name]()
     row["flops"] = count_flops(plain)
-    row["plain"] = updates_per_second(plain, device, args.seconds)
+    paths["plain"] = plain
+    measure_paths(row, {k: v for k, v in paths.items() if v is not None}, device, args)
     return row
 
 
@@ -578,15 +598,13 @@ def atari_row(name, buffer, device, args) -> dict:
     batch_size = 32
     algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
     row = {"algorithm": name, "size": "nature-cnn", "hidden": [512], "batch": batch_size}
-    row["matmul_flops"] = matmul_flops_per_second(device, seconds=1.0)
-    row["project"] = updates_per_second(
-        project_step(algorithm, buffer, batch_size), device, args.seconds, warmup=3
-    )
+    paths = {"project": project_step(algorithm, buffer, batch_size)}
     algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
-    measure_fast(row, algorithm, buffer, device, batch_size, args, warmup=3)
+    paths["fast"] = fast_step(row, "fast", algorithm, buffer, device, batch_size, args)
     plain = plain_atari(name, FrameData(buffer, device), batch_size)
     row["flops"] = count_flops(plain)
-    row["plain"] = updates_per_second(plain, device, args.seconds, warmup=3)
+    paths["plain"] = plain
+    measure_paths(row, {k: v for k, v in paths.items() if v is not None}, device, args, warmup=3)
     return row
 
 
@@ -617,25 +635,31 @@ def data_load_row(device: torch.device, transitions: int, tmp: Path) -> dict:
 
 
 def format_table(rows: list[dict], meta: dict) -> str:
+    ensemble = any("fast_ensemble" in r for r in rows)
     head = (
         "| algorithm | size | device | threads | torch | project upd/s | fast upd/s | plain upd/s "
         "| project/plain | fast/plain | MFLOP/upd | % limit (best path) |"
     )
-    lines = [head, "|" + "---|" * 12]
+    if ensemble:
+        head += " fast, twin ensemble upd/s |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        best = max(r["project"], r.get("fast", 0.0))
+        best = max(r["project"], r.get("fast", 0.0), r.get("fast_ensemble", 0.0))
         # against the throughput measured just before this row (shared machines vary)
         share = 100 * r["flops"] * best / r.get("matmul_flops", meta["matmul_flops"])
         fast = r.get("fast")
         fast_cell = f"{fast:.0f}" if fast else "-"
         fast_ratio = f"{fast / r['plain']:.2f}x" if fast else "-"
-        lines.append(
+        line = (
             f"| {r['algorithm']} | {r['size']} | {meta['device']} | {meta['threads']} "
             f"| {meta['torch']} | {r['project']:.0f} | {fast_cell} "
             f"| {r['plain']:.0f} | {r['project'] / r['plain']:.2f}x "
             f"| {fast_ratio} | {r['flops'] / 1e6:.1f} "
             f"| {share:.1f}% |"
         )
+        if ensemble:
+            line += f" {r['fast_ensemble']:.0f} |" if r.get("fast_ensemble") else " - |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -649,6 +673,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transitions", type=int, default=1_000_000, help="D4RL file size")
     parser.add_argument("--atari-transitions", type=int, default=20_000)
     parser.add_argument("--no-compile", action="store_true", help="fast path without compile")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds per row; the best is kept"
+    )
+    parser.add_argument(
+        "--twin-ensemble",
+        action="store_true",
+        help="also time TD3+BC's and CQL's fast path with the twin critics as one vmapped network",
+    )
     parser.add_argument("--json", default=None, help="also write the rows here")
     parser.add_argument("--markdown", default=None, help="also write the table here")
     args = parser.parse_args(argv)

@@ -106,13 +106,19 @@ def step_both_ways(plain, step, data, buffer: ReplayBuffer, *, steps: int, batch
             assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), (i, key)
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_fast_step_matches_tianshou(built: dict, name: str) -> None:
+ENSEMBLE_CASES = ["td3_bc", "cql", "cal_ql"]  # the twin critics as one vmapped network
+
+
+@pytest.mark.parametrize(
+    "name, twin_ensemble",
+    [(name, False) for name in CASES] + [(name, True) for name in ENSEMBLE_CASES],
+)
+def test_fast_step_matches_tianshou(built: dict, name: str, twin_ensemble: bool) -> None:
     algorithm, _, spec = built[name]
     plain = copy.deepcopy(algorithm)
     buffer = plain.process_buffer(random_buffer(500, spec.obs_dim, spec.act_dim))
     fast = copy.deepcopy(algorithm)
-    step = functional_step(fast)
+    step = functional_step(fast, twin_ensemble)
     data = DeviceDataset(buffer, "cpu")
     step_both_ways(plain, step, data, buffer, steps=5, batch_size=64)  # 5: TD3's delay both ways
     assert_same_state(plain, fast)
@@ -210,16 +216,22 @@ def test_compile_is_retried_without_loop_reordering(
     os.environ.get("FAST_PATH_COMPILE_TESTS") != "1",
     reason="compiling takes minutes on a 2-core CPU; set FAST_PATH_COMPILE_TESTS=1",
 )
-@pytest.mark.parametrize("name", ["td3_bc", "cql", "bcq"])
-def test_compiled_step_matches_eager_step(built: dict, name: str) -> None:
+@pytest.mark.parametrize(
+    "name, twin_ensemble", [("td3_bc", False), ("cql", False), ("bcq", False), ("cql", True)]
+)
+def test_compiled_step_matches_eager_step(built: dict, name: str, twin_ensemble: bool) -> None:
     algorithm, _, spec = built[name]
     buffer = algorithm.process_buffer(random_buffer(500, spec.obs_dim, spec.act_dim))
     results = []
     for compile_step in (False, True):
         fast = copy.deepcopy(algorithm)
-        update = make_fast_update(fast, buffer, "cpu", compile=compile_step)
+        update = make_fast_update(
+            fast, buffer, "cpu", compile=compile_step, twin_ensemble=twin_ensemble
+        )
         torch.manual_seed(0)
-        values = [update.run_step(64) for _ in range(4)]
+        # 6 steps: TD3's two variants each compiled once, then each run twice from the cache
+        # with Dynamo's guards skipped (FastUpdate), which must still pick the right one
+        values = [update.run_step(64) for _ in range(6)]
         results.append((fast, torch.stack(values)))
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-5)
     assert_same_state(results[0][0], results[1][0])

@@ -50,7 +50,7 @@ from tianshou.algorithm.imitation.imitation_base import (
 from tianshou.algorithm.modelfree.td3 import TD3TrainingStats
 from tianshou.data import ReplayBuffer
 from torch import Tensor
-from torch.func import functional_call, grad_and_value
+from torch.func import functional_call, grad_and_value, vmap
 
 if TYPE_CHECKING:
     from fast_update_atari import FrameStackDataset
@@ -258,12 +258,22 @@ def _actor(module: torch.nn.Module, params: Params, obs: Tensor) -> Tensor:
     return functional_call(module, params, (obs,))[0]
 
 
+def _stack(params1: Params, params2: Params) -> Params:
+    return {name: torch.stack([params1[name], params2[name]]) for name in params1}
+
+
 class _ActorTwinCriticStep(FunctionalStep):
     """Set-up shared by the actor + twin-critic algorithms: parameter aliases of the actor and
-    both critics, their target copies, and functional Adam over the optimizers' own state."""
+    both critics, their target copies, and functional Adam over the optimizers' own state.
 
-    def __init__(self, algorithm: TD3BC | CQL) -> None:
+    ``ensemble=True`` evaluates the twin critics as one batched network (``vmap`` over their
+    stacked parameters: one batched matmul per layer instead of two), for the targets, the
+    critic losses and the actor's Q; the maths is the same (test_fast_path.py checks both).
+    """
+
+    def __init__(self, algorithm: TD3BC | CQL, ensemble: bool = False) -> None:
         self.algo = algorithm
+        self.ensemble = ensemble
         self.actor = algorithm.policy.actor
         self.actor_params = _param_aliases(self.actor)
         self.critic1_params = _param_aliases(algorithm.critic)
@@ -274,14 +284,47 @@ class _ActorTwinCriticStep(FunctionalStep):
         self.critic2_optim = FunctionalAdam.of_wrapper(algorithm.critic2_optim)
         self.device = next(self.actor.parameters()).device
 
+    def min_q(self, obs: Tensor, act: Tensor, *, target: bool) -> Tensor:
+        """min(Q1, Q2)(obs, act) of the target critics, or of the current ones (as constants:
+        gradients reach ``act`` only)."""
+        critic1, critic2 = self.algo.critic, self.algo.critic2
+        if target:
+            params1, params2 = self.lagged.of(critic1), self.lagged.of(critic2)
+        else:
+            params1, params2 = self.critic1_params, self.critic2_params
+        if not self.ensemble:
+            return torch.min(
+                _critic(critic1, params1, obs, act), _critic(critic2, params2, obs, act)
+            )
+        both = vmap(lambda params: _critic(critic1, params, obs, act))(_stack(params1, params2))
+        return both.min(0).values
+
+    def critic_grads(
+        self, loss_fn: Callable[..., Tensor | tuple[Tensor, Tensor]], *, has_aux: bool = False
+    ) -> tuple[tuple[Params, Params], tuple[object, object]]:
+        """Gradients and values of ``loss_fn(params, module)`` for each critic: (grads1,
+        grads2), (value1, value2), where a value is ``(loss, aux)`` with ``has_aux``."""
+        critic1, critic2 = self.algo.critic, self.algo.critic2
+        grad_fn = grad_and_value(loss_fn, has_aux=has_aux)
+        if not self.ensemble:
+            grads1, value1 = grad_fn(self.critic1_params, critic1)
+            grads2, value2 = grad_fn(self.critic2_params, critic2)
+            return (grads1, grads2), (value1, value2)
+        # both critics have the same architecture: critic1's module runs either's parameters
+        stacked = _stack(self.critic1_params, self.critic2_params)
+        grads, values = vmap(lambda params: grad_fn(params, critic1))(stacked)
+        split = [{name: g[i] for name, g in grads.items()} for i in (0, 1)]
+        unstacked = [torch.utils._pytree.tree_map(lambda v, i=i: v[i], values) for i in (0, 1)]
+        return (split[0], split[1]), (unstacked[0], unstacked[1])
+
 
 class TD3BCStep(_ActorTwinCriticStep):
     """TD3+BC as Tianshou computes it (TD3BC._update_with_batch and TD3's target)."""
 
     stat_names = ("actor_loss", "critic1_loss", "critic2_loss")
 
-    def __init__(self, algorithm: TD3BC) -> None:
-        super().__init__(algorithm)
+    def __init__(self, algorithm: TD3BC, ensemble: bool = False) -> None:
+        super().__init__(algorithm, ensemble)
         if algorithm.n_step_return_horizon != 1:
             raise NotImplementedError("fast TD3+BC supports 1-step returns only")
         # the actor loss of the last delayed update, reported in between (as Tianshou does)
@@ -304,20 +347,16 @@ class TD3BCStep(_ActorTwinCriticStep):
             if algo.noise_clip > 0.0:
                 noise = noise.clamp(-algo.noise_clip, algo.noise_clip)
             act_next = act_next + noise
-            q_next = torch.min(
-                _critic(algo.critic, self.lagged.of(algo.critic), obs_next, act_next),
-                _critic(algo.critic2, self.lagged.of(algo.critic2), obs_next, act_next),
-            )
+            q_next = self.min_q(obs_next, act_next, target=True)
             not_terminal = 1.0 - batch["terminated"]
             returns = batch["rew"] + algo.gamma * not_terminal * q_next.flatten()
 
         def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
             return (_critic(module, params, obs, act).flatten() - returns).pow(2).mean()
 
-        grads, critic1_loss = grad_and_value(critic_loss)(self.critic1_params, algo.critic)
-        self.critic1_optim.step(list(grads.values()))
-        grads, critic2_loss = grad_and_value(critic_loss)(self.critic2_params, algo.critic2)
-        self.critic2_optim.step(list(grads.values()))
+        (grads1, grads2), (critic1_loss, critic2_loss) = self.critic_grads(critic_loss)
+        self.critic1_optim.step(list(grads1.values()))
+        self.critic2_optim.step(list(grads2.values()))
 
         if update_actor:  # delayed policy update with the just-updated first critic
 
@@ -362,8 +401,8 @@ class CQLStep(_ActorTwinCriticStep):
         "cql_alpha",
     )
 
-    def __init__(self, algorithm: CQL) -> None:
-        super().__init__(algorithm)
+    def __init__(self, algorithm: CQL, ensemble: bool = False) -> None:
+        super().__init__(algorithm, ensemble)
         alpha = algorithm.alpha
         self.auto_alpha = hasattr(alpha, "_log_alpha")
         if self.auto_alpha:
@@ -403,10 +442,7 @@ class CQLStep(_ActorTwinCriticStep):
         # actor: E[alpha * log pi - min Q] with the critics before their update
         def actor_loss(params: Params) -> tuple[Tensor, Tensor]:
             act_pred, log_prob = self._sample(obs, params)
-            q = torch.min(
-                _critic(algo.critic, self.critic1_params, obs, act_pred),
-                _critic(algo.critic2, self.critic2_params, obs, act_pred),
-            )
+            q = self.min_q(obs, act_pred, target=False)
             return (alpha * log_prob - q).mean(), log_prob
 
         grads, (loss_actor, log_pi) = grad_and_value(actor_loss, has_aux=True)(self.actor_params)
@@ -428,10 +464,7 @@ class CQLStep(_ActorTwinCriticStep):
         with torch.no_grad():
             # target: soft value of the next state under the updated actor
             act_next, log_pi_next = self._sample(obs_next)
-            q_next = torch.min(
-                _critic(algo.critic, self.lagged.of(algo.critic), obs_next, act_next),
-                _critic(algo.critic2, self.lagged.of(algo.critic2), obs_next, act_next),
-            )
+            q_next = self.min_q(obs_next, act_next, target=True)
             q_next = q_next - alpha * log_pi_next
             returns = batch["rew"] + (1.0 - batch["done"]) * algo.gamma * q_next.flatten()
 
@@ -481,11 +514,8 @@ class CQLStep(_ActorTwinCriticStep):
                 return td_loss + cql_alpha * penalty, penalty.detach()
             return td_loss + penalty, penalty.detach()
 
-        grads1, (loss_c1, gap1) = grad_and_value(critic_loss, has_aux=True)(
-            self.critic1_params, algo.critic
-        )
-        grads2, (loss_c2, gap2) = grad_and_value(critic_loss, has_aux=True)(
-            self.critic2_params, algo.critic2
+        (grads1, grads2), ((loss_c1, gap1), (loss_c2, gap2)) = self.critic_grads(
+            critic_loss, has_aux=True
         )
 
         if algo.with_lagrange:  # dual ascent on the multiplier, with the same penalties
@@ -625,8 +655,9 @@ class BehaviourCloningStep(FunctionalStep):
         return ImitationTrainingStats(loss=values[0])
 
 
-def functional_step(algorithm: Algorithm) -> FunctionalStep | None:
-    """The fast step of ``algorithm``, or None where there is none."""
+def functional_step(algorithm: Algorithm, twin_ensemble: bool = False) -> FunctionalStep | None:
+    """The fast step of ``algorithm``, or None where there is none. ``twin_ensemble``: TD3+BC's
+    and CQL's twin critics as one batched network (``_ActorTwinCriticStep``)."""
     # imported here: fast_update_atari builds on this module's parts
     from fast_update_atari import discrete_step
 
@@ -634,9 +665,9 @@ def functional_step(algorithm: Algorithm) -> FunctionalStep | None:
     if step is not None:
         return step
     if isinstance(algorithm, TD3BC):
-        return TD3BCStep(algorithm)
+        return TD3BCStep(algorithm, twin_ensemble)
     if isinstance(algorithm, CQL):
-        return CQLStep(algorithm)
+        return CQLStep(algorithm, twin_ensemble)
     if isinstance(algorithm, BCQ):
         return BCQStep(algorithm)
     if isinstance(algorithm, OfflineImitationLearning):
@@ -717,6 +748,14 @@ class FastUpdate:
             import torch._inductor.config
 
             torch._inductor.config.fallback_random = True
+            # Dynamo checks ~100 guards (every parameter, moment and data tensor) before each
+            # call, which costs more than a small update itself. Once a runner is compiled its
+            # inputs cannot change: they are this object's own tensors, updated in place, and
+            # the runners of different variants and batch sizes differ in closure values, which
+            # Dynamo still checks ("differentiating guards"). Built once: building one of these
+            # costs ~150 us, entering it ~8 us.
+            self._skip_guards = torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+            self._skip_guards.__exit__(None, None, None)  # building it set it; only inside `with`
 
     def _run_fn(self, batch_size: int, variant: object) -> Callable[[], Tensor]:
         def sample_and_step() -> Tensor:
@@ -724,7 +763,10 @@ class FastUpdate:
 
         fn: Callable[[], Tensor] = sample_and_step
         if self.compile:
-            fn = torch.compile(fn, fullgraph=True, dynamic=False)
+            # on the CPU, Inductor's C++ wrapper calls the kernels without a Python line per
+            # kernel (no effect worth having on CUDA, where the graph is replayed whole)
+            options = {"cpp_wrapper": self.dataset.device.type == "cpu"}
+            fn = torch.compile(fn, fullgraph=True, dynamic=False, options=options)
         if self.cuda_graph:
             fn = _CudaGraphed(fn)
         return fn
@@ -764,6 +806,9 @@ class FastUpdate:
         if runner is None:  # first call of this variant: it compiles (mutates nothing if it fails)
             runner, values = self._compile_and_run(batch_size, variant)
             self._runners[key] = runner
+        elif self.compile:
+            with self._skip_guards:
+                values = runner()
         else:
             values = runner()
         self.step.advance()
@@ -806,11 +851,12 @@ def make_fast_update(
     *,
     compile: bool = True,
     cuda_graph: bool | None = None,
+    twin_ensemble: bool = False,
 ) -> FastUpdate | None:
     """The fast update of ``algorithm`` over ``buffer`` (already ``process_buffer``-ed), or None
     where this algorithm or configuration has none (the caller keeps Tianshou's update)."""
     try:
-        step = functional_step(algorithm)
+        step = functional_step(algorithm, twin_ensemble)
         if step is None:
             return None
         dataset = device_dataset(buffer, device)
