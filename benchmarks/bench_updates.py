@@ -524,9 +524,6 @@ def fast_step(
     in ``row[key + "_compile_s"]``; None where the algorithm has none or it failed."""
     from fast_update import make_fast_update
 
-    # a script compiles one algorithm per process; here many share one, and Dynamo's limit of
-    # recompilations per code object (the step's variants of every algorithm) would be reached
-    torch._dynamo.reset()
     buffer = algorithm.process_buffer(buffer)
     fast = make_fast_update(algorithm, buffer, device, compile=not args.no_compile, **options)
     if fast is None:
@@ -572,6 +569,9 @@ def continuous_row(name, size, buffer, device, args) -> dict:
     algorithm, script_args, _ = script_algorithm(SCRIPTS[name], argv)
     hidden = script_args.hidden_sizes
     row = {"algorithm": name, "size": size, "hidden": hidden, "batch": batch_size}
+    # a script compiles one algorithm per process; here many share one, and Dynamo's limit of
+    # recompilations per code object (the step's variants of every algorithm) would be reached
+    torch._dynamo.reset()
     torch.manual_seed(0)
     paths = {"project": project_step(algorithm, buffer, batch_size)}
     algorithm, _, _ = script_algorithm(SCRIPTS[name], argv)
@@ -598,6 +598,7 @@ def atari_row(name, buffer, device, args) -> dict:
     batch_size = 32
     algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
     row = {"algorithm": name, "size": "nature-cnn", "hidden": [512], "batch": batch_size}
+    torch._dynamo.reset()  # as in continuous_row
     paths = {"project": project_step(algorithm, buffer, batch_size)}
     algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
     paths["fast"] = fast_step(row, "fast", algorithm, buffer, device, batch_size, args)

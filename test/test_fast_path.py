@@ -212,6 +212,41 @@ def test_compile_is_retried_without_loop_reordering(
     assert "retrying without Inductor's loop reordering" in capsys.readouterr().out
 
 
+def test_cached_runner_skips_guards_and_compiles_again_after_a_reset(
+    built: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After its first call a runner runs with Dynamo's guards skipped; if Dynamo's caches were
+    reset meanwhile, that call refuses to recompile, and the step compiles again, once."""
+    from torch._dynamo.eval_frame import _is_skip_guard_eval_unsafe_stance
+
+    algorithm, _, spec = built["bc"]
+    buffer = random_buffer(300, spec.obs_dim, spec.act_dim)
+    calls = {"guards_skipped": 0, "refused": 0}
+
+    def compile_whose_cache_was_reset(fn, **kwargs):
+        def compiled(*args):
+            if _is_skip_guard_eval_unsafe_stance():
+                calls["guards_skipped"] += 1
+                if calls["guards_skipped"] == 2:  # as Dynamo after torch._dynamo.reset()
+                    calls["refused"] += 1
+                    raise RuntimeError(
+                        "Recompilation triggered with skip_guard_eval_unsafe stance. ..."
+                    )
+            return fn(*args)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_whose_cache_was_reset)
+    fast = copy.deepcopy(algorithm)
+    update = FastUpdate(fast, functional_step(fast), DeviceDataset(buffer, "cpu"), compile=True)
+    for _ in range(4):
+        update.run_step(32)
+    assert calls == {"guards_skipped": 3, "refused": 1}
+    assert not _is_skip_guard_eval_unsafe_stance()  # only inside the runner's call
+    # four updates, none lost or repeated by the refused call
+    assert update.step.optim.steps[0].item() == 4
+
+
 @pytest.mark.skipif(
     os.environ.get("FAST_PATH_COMPILE_TESTS") != "1",
     reason="compiling takes minutes on a 2-core CPU; set FAST_PATH_COMPILE_TESTS=1",

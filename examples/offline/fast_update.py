@@ -807,8 +807,13 @@ class FastUpdate:
             runner, values = self._compile_and_run(batch_size, variant)
             self._runners[key] = runner
         elif self.compile:
-            with self._skip_guards:
-                values = runner()
+            try:
+                with self._skip_guards:
+                    values = runner()
+            except RuntimeError as err:  # raised before the step runs: nothing was updated
+                if "skip_guard_eval_unsafe" not in str(err):
+                    raise
+                values = runner()  # Dynamo's caches were reset since: compile again
         else:
             values = runner()
         self.step.advance()
