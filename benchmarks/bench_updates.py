@@ -525,7 +525,12 @@ def fast_step(
     from fast_update import make_fast_update
 
     buffer = algorithm.process_buffer(buffer)
-    fast = make_fast_update(algorithm, buffer, device, compile=not args.no_compile, **options)
+    levers = {"skip_guards": not args.no_skip_guards}
+    if args.no_cpp_wrapper:
+        levers["cpp_wrapper"] = False
+    fast = make_fast_update(
+        algorithm, buffer, device, compile=not args.no_compile, **levers, **options
+    )
     if fast is None:
         return None
     started = time.perf_counter()
@@ -674,6 +679,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transitions", type=int, default=1_000_000, help="D4RL file size")
     parser.add_argument("--atari-transitions", type=int, default=20_000)
     parser.add_argument("--no-compile", action="store_true", help="fast path without compile")
+    parser.add_argument(
+        "--no-skip-guards", action="store_true", help="fast path: check Dynamo's guards each call"
+    )
+    parser.add_argument(
+        "--no-cpp-wrapper", action="store_true", help="fast path on CPU: Inductor's Python wrapper"
+    )
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds per row; the best is kept"
     )

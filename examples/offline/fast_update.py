@@ -719,6 +719,9 @@ class FastUpdate:
     Returns Tianshou ``TrainingStats`` as the trainer expects; to avoid a device-to-host sync per
     update, the losses are averaged on the device over ``stats_interval`` updates and the same
     averages are reported until the next interval ends (Tianshou's logger writes every 100).
+
+    ``cuda_graph`` (default: on CUDA), ``cpp_wrapper`` (default: on CPU) and ``skip_guards``
+    switch single levers off, for benchmarks/bench_updates.py to measure each one alone.
     """
 
     def __init__(
@@ -729,6 +732,8 @@ class FastUpdate:
         *,
         compile: bool = True,
         cuda_graph: bool | None = None,
+        cpp_wrapper: bool | None = None,
+        skip_guards: bool = True,
         stats_interval: int = 100,
     ) -> None:
         self.algorithm = algorithm
@@ -736,6 +741,8 @@ class FastUpdate:
         self.dataset = dataset
         self.compile = compile
         self.cuda_graph = dataset.device.type == "cuda" if cuda_graph is None else cuda_graph
+        self.cpp_wrapper = dataset.device.type == "cpu" if cpp_wrapper is None else cpp_wrapper
+        self.skip_guards = skip_guards
         self.stats_interval = stats_interval
         self._runners: dict[object, Callable[[], Tensor]] = {}
         self._stat_sum: Tensor | None = None
@@ -765,7 +772,7 @@ class FastUpdate:
         if self.compile:
             # on the CPU, Inductor's C++ wrapper calls the kernels without a Python line per
             # kernel (no effect worth having on CUDA, where the graph is replayed whole)
-            options = {"cpp_wrapper": self.dataset.device.type == "cpu"}
+            options = {"cpp_wrapper": self.cpp_wrapper}
             fn = torch.compile(fn, fullgraph=True, dynamic=False, options=options)
         if self.cuda_graph:
             fn = _CudaGraphed(fn)
@@ -806,7 +813,7 @@ class FastUpdate:
         if runner is None:  # first call of this variant: it compiles (mutates nothing if it fails)
             runner, values = self._compile_and_run(batch_size, variant)
             self._runners[key] = runner
-        elif self.compile:
+        elif self.compile and self.skip_guards:
             try:
                 with self._skip_guards:
                     values = runner()
@@ -857,9 +864,11 @@ def make_fast_update(
     compile: bool = True,
     cuda_graph: bool | None = None,
     twin_ensemble: bool = False,
+    **options: bool,
 ) -> FastUpdate | None:
     """The fast update of ``algorithm`` over ``buffer`` (already ``process_buffer``-ed), or None
-    where this algorithm or configuration has none (the caller keeps Tianshou's update)."""
+    where this algorithm or configuration has none (the caller keeps Tianshou's update).
+    ``options``: FastUpdate's lever switches (``cpp_wrapper``, ``skip_guards``)."""
     try:
         step = functional_step(algorithm, twin_ensemble)
         if step is None:
@@ -868,7 +877,7 @@ def make_fast_update(
     except NotImplementedError as err:
         print(f"--compile: {err}; using Tianshou's update")
         return None
-    return FastUpdate(algorithm, step, dataset, compile=compile, cuda_graph=cuda_graph)
+    return FastUpdate(algorithm, step, dataset, compile=compile, cuda_graph=cuda_graph, **options)
 
 
 def device_dataset(
