@@ -1,7 +1,13 @@
-"""Make the example scripts' helper modules importable, exactly as the scripts see them."""
+"""Make the example scripts' helper modules importable, exactly as the scripts see them; and the
+small made datasets that several test files train on."""
 
 import sys
 from pathlib import Path
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFLINE_DIR = REPO_ROOT / "examples" / "offline"
@@ -10,3 +16,24 @@ ATARI_DIR = REPO_ROOT / "examples" / "atari"
 for path in (OFFLINE_DIR, ATARI_DIR):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+
+@pytest.fixture(scope="session")
+def random_hopper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3000 transitions of uniformly random actions in Hopper-v5, in the D4RL schema."""
+    env = gym.make("Hopper-v5")
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards")}
+    rows.update(terminals=[], timeouts=[], next_observations=[])
+    for _ in range(3000):
+        act = rng.uniform(-1, 1, 3).astype(np.float32)
+        next_obs, rew, terminated, truncated, _ = env.step(act)
+        for key, value in zip(rows, (obs, act, rew, terminated, truncated, next_obs)):
+            rows[key].append(value)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    path = tmp_path_factory.mktemp("data") / "hopper-random-made.hdf5"
+    with h5py.File(path, "w") as file:
+        for key, values in rows.items():
+            file[key] = np.asarray(values)
+    return path

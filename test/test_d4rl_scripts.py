@@ -1,7 +1,8 @@
 """The four d4rl_*.py scripts: resume after an interruption, --watch, --norm-obs, bad input.
 
 Learning itself is tested in test_d4rl_learning.py on the bundled dataset; here a small random
-Hopper dataset made in the test is enough, and runs are a few hundred gradient steps.
+Hopper dataset made in the test (conftest.py's random_hopper) is enough, and runs are a few hundred
+gradient steps.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import d4rl_bcq
 import d4rl_cql
 import d4rl_il
 import d4rl_td3_bc
-import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
@@ -29,27 +29,6 @@ from safe_io import UserInputError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFLINE_DIR = REPO_ROOT / "examples" / "offline"
 TINY = ["--task", "Hopper-v2", "--hidden-sizes", "32", "32", "--test-num", "2", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def random_hopper(tmp_path_factory) -> Path:
-    """3000 transitions of uniformly random actions in Hopper-v5, in the D4RL schema."""
-    env = gym.make("Hopper-v5")
-    rng = np.random.default_rng(0)
-    obs, _ = env.reset(seed=0)
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards")}
-    rows.update(terminals=[], timeouts=[], next_observations=[])
-    for _ in range(3000):
-        act = rng.uniform(-1, 1, 3).astype(np.float32)
-        next_obs, rew, terminated, truncated, _ = env.step(act)
-        for key, value in zip(rows, (obs, act, rew, terminated, truncated, next_obs)):
-            rows[key].append(value)
-        obs = env.reset()[0] if terminated or truncated else next_obs
-    path = tmp_path_factory.mktemp("data") / "hopper-random-made.hdf5"
-    with h5py.File(path, "w") as file:
-        for key, values in rows.items():
-            file[key] = np.asarray(values)
-    return path
 
 
 def run_dir(logdir: Path) -> Path:
