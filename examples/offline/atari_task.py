@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,7 +18,7 @@ from safe_io import UserInputError
 from tianshou.algorithm.algorithm_base import Algorithm
 from tianshou.data import ReplayBuffer
 from tianshou.env import BaseVectorEnv
-from training import OfflineRun, SeededEvalCollector, load_policy, make_log_path
+from training import EvalSetup, OfflineRun, SeededEvalCollector, load_policy, make_log_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "atari"))
 from atari_buffer import load_atari_buffer  # noqa: E402
@@ -57,6 +58,28 @@ def make_test_envs(args: argparse.Namespace) -> tuple[gym.Env, BaseVectorEnv]:
         args.task, args.seed, 0, args.test_num, max_episode_steps=args.max_episode_steps
     )
     return env, test_envs
+
+
+def build_test_envs(
+    task: str, seed: int, test_num: int, max_episode_steps: int | None
+) -> BaseVectorEnv:
+    """The test envs of ``make_test_envs``: a top-level function, so that ``partial`` of it
+    pickles (--eval-in-background's worker process builds its own with it)."""
+    return make_atari_env(task, seed, 0, test_num, max_episode_steps=max_episode_steps)[2]
+
+
+def eval_setup(args: argparse.Namespace) -> EvalSetup:
+    """How the test collector is made. Every evaluation starts its games from the same seeds
+    (comparable across epochs); exploration_noise: policies with an evaluation epsilon (BCQ,
+    CQL) use it in tests."""
+    return EvalSetup(
+        make_envs=partial(
+            build_test_envs, args.task, args.seed, args.test_num, args.max_episode_steps
+        ),
+        seed=args.seed,
+        exploration_noise=True,
+        make_buffer=partial(evaluation_buffer, args.test_num, args.max_episode_steps),
+    )
 
 
 def buffer_paths(args: argparse.Namespace) -> list[Path]:
@@ -109,15 +132,7 @@ def train_or_watch(
     Returns the summary that is also written to ``summary.json`` in the run directory.
     """
     log_path = make_log_path(args, args.task, algo_name)
-    # Every evaluation starts its games from the same seeds (comparable across epochs);
-    # exploration_noise: policies with an evaluation epsilon (BCQ, CQL) use it in tests.
-    test_collector = SeededEvalCollector(
-        algorithm,
-        test_envs,
-        args.seed,
-        buffer=evaluation_buffer(args.test_num, args.max_episode_steps),
-        exploration_noise=True,
-    )
+    test_collector = SeededEvalCollector.from_setup(algorithm, eval_setup(args), envs=test_envs)
     run = OfflineRun(algorithm, args, log_path)
     if args.watch:
         if not args.resume_path:

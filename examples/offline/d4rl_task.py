@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,7 +19,7 @@ from tianshou.env import BaseVectorEnv, DummyVectorEnv, VectorEnvNormObs
 from tianshou.utils import RunningMeanStd
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousCritic
-from training import OfflineRun, SeededEvalCollector, load_policy, make_log_path
+from training import EvalSetup, OfflineRun, SeededEvalCollector, load_policy, make_log_path
 
 # D4RL's own default pairing: --task picks the evaluation environment, --expert-data-task the data.
 DEFAULT_TASK = "HalfCheetah-v2"
@@ -94,16 +95,26 @@ def score_fn(task: str):
     return lambda mean_return: normalized_score(task, mean_return)
 
 
+def make_eval_envs(task: str, num_envs: int, obs_rms: RunningMeanStd | None) -> BaseVectorEnv:
+    """``num_envs`` environments of ``task``, their observations normalised with the dataset's
+    fixed ``obs_rms`` if given. A top-level function (no lambdas), so that ``partial`` of it
+    pickles: --eval-in-background's worker process builds its own copy with it."""
+    envs: BaseVectorEnv = DummyVectorEnv([partial(make_env, task, quiet=True)] * num_envs)
+    if obs_rms is not None:
+        envs = VectorEnvNormObs(envs, update_obs_rms=False)
+        envs.set_obs_rms(obs_rms)
+    return envs
+
+
 def make_test_collector(
     algorithm: Algorithm, args: argparse.Namespace, obs_rms: RunningMeanStd | None
 ) -> Collector:
     # One environment per evaluation episode: every test step runs them in lockstep with
     # batched inference, and each episode starts from its own seed.
-    envs: BaseVectorEnv = DummyVectorEnv([lambda: make_env(args.task, quiet=True)] * args.test_num)
-    if obs_rms is not None:
-        envs = VectorEnvNormObs(envs, update_obs_rms=False)
-        envs.set_obs_rms(obs_rms)
-    return SeededEvalCollector(algorithm, envs, args.seed)
+    setup = EvalSetup(
+        make_envs=partial(make_eval_envs, args.task, args.test_num, obs_rms), seed=args.seed
+    )
+    return SeededEvalCollector.from_setup(algorithm, setup)
 
 
 def train_or_watch(
