@@ -13,27 +13,34 @@ Files in the log directory ``<logdir>/<task>/<algo>/<seed>-<time>/``:
 
 * ``checkpoint.pth``: everything needed to continue (algorithm incl. optimizers, epoch, gradient
   step, RNG states, best score, evaluation history, ``extra_state`` such as observation
-  statistics), rewritten atomically after every epoch; ``--resume-path`` takes this file (or its
+  statistics, and with ``--eval-in-background`` the snapshots whose evaluation had not come back),
+  rewritten atomically after every epoch; ``--resume-path`` takes this file (or its
   directory) and the run continues in the same directory until ``--epoch`` epochs are done, so
   an interrupted run ends with exactly as many gradient steps as an uninterrupted one.
 * ``policy_best.pth`` / ``policy_last.pth``: the algorithm state and ``extra_state``; ``--watch
   --resume-path policy_best.pth`` evaluates one without training.
 * ``summary.json``: the final evaluation, best evaluation and per-epoch history (results tables).
 * TensorBoard event files (``tensorboard --logdir log``).
+
+Each epoch ends with an evaluation of ``--test-num`` episodes: by Tianshou's trainer, in this
+process, or with ``--eval-in-background`` by a worker process on a snapshot of the parameters
+while training goes on (background_eval.py); either way it is logged, recorded and checkpointed
+the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +52,9 @@ from tianshou.env import BaseVectorEnv
 from tianshou.trainer import OfflineTrainer, OfflineTrainerParams
 from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
+
+if TYPE_CHECKING:
+    from background_eval import BackgroundEvaluator, EvalResult
 
 CHECKPOINT_NAME = "checkpoint.pth"
 BEST_POLICY_NAME = "policy_best.pth"
@@ -103,6 +113,13 @@ def add_training_args(
         help="fast update path (fast_update.py: one compiled step, data on the device) where "
         "the algorithm has one; --no-compile: Tianshou's own update. Default: on for CUDA; off "
         "on CPU, where compiling takes minutes and pays only for long runs",
+    )
+    parser.add_argument(
+        "--eval-in-background",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="evaluations run in a worker process on a snapshot of the policy while training "
+        "goes on; results are logged when they arrive (background_eval.py)",
     )
 
 
@@ -240,7 +257,9 @@ class _RunLogger(TensorboardLogger):
 
     def restore_data(self) -> tuple[int, int, int]:
         epoch, gradient_step = self._run.start_epoch, self._run.start_gradient_step
-        self.last_save_step = self.last_log_test_step = epoch
+        self.last_save_step = epoch
+        # every evaluation is logged: a resumed background run may still log epoch 0's (step 0)
+        self.last_log_test_step = -1
         self.last_log_update_step = gradient_step
         return epoch, gradient_step * self._run.args.batch_size, gradient_step
 
@@ -269,8 +288,29 @@ class _ProgressOfflineTrainer(OfflineTrainer):
         return shown
 
 
+@dataclass
+class _PendingEvaluation:
+    """A snapshot sent to the background evaluation, not answered yet. Kept because
+    policy_best.pth must get the parameters that were evaluated, not the current ones; written
+    into checkpoints because a resumed run must evaluate it again."""
+
+    epoch: int
+    gradient_step: int
+    policy: dict[str, Any]  # what policy_best.pth gets: the algorithm state (CPU), extra_state
+
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        """The policy module's part of the algorithm state: all that the worker's copy loads."""
+        prefix = "policy."
+        return {
+            name.removeprefix(prefix): value
+            for name, value in self.policy["algorithm"].items()
+            if name.startswith(prefix)
+        }
+
+
 class OfflineRun:
-    """One training run: resume, per-epoch checkpoints, best/last policies, summary."""
+    """One training run: resume, per-epoch checkpoints, evaluations (in this process or in the
+    background), best/last policies, summary."""
 
     def __init__(
         self,
@@ -295,7 +335,11 @@ class OfflineRun:
         self.train_seconds = 0.0
         self.end_gradient_step = 0
         self._trainer: _ProgressOfflineTrainer | None = None
+        self._logger: _RunLogger | None = None
         self._final_policy_returns: np.ndarray | None = None
+        # --eval-in-background: the worker, and the snapshots it has not answered yet by epoch
+        self._evaluator: BackgroundEvaluator | None = None
+        self._pending: dict[int, _PendingEvaluation] = {}
         # Tianshou's buffers sample with their own RandomState (seed 42 by default): seed it
         # from --seed so that seeds differ, and checkpoint it so that a resume continues it.
         self._buffer_rng = np.random.RandomState(args.seed)
@@ -314,6 +358,7 @@ class OfflineRun:
             gradient_step=gradient_step,
             best_return=self.best_return,
             history=self.history,
+            pending_evaluations=[vars(pending) for pending in self._pending.values()],
             rng={
                 "python": random.getstate(),
                 "numpy": np.random.get_state(),
@@ -336,6 +381,17 @@ class OfflineRun:
         self.start_gradient_step = payload["gradient_step"]
         self.best_return = payload["best_return"]
         self.history = list(payload["history"])
+        self._pending = {
+            entry["epoch"]: _PendingEvaluation(
+                entry["epoch"], entry["gradient_step"], _cpu_copy(entry["policy"])
+            )
+            for entry in payload.get("pending_evaluations", [])
+        }
+        if self._pending and not getattr(self.args, "eval_in_background", False):
+            raise UserInputError(
+                f"{path} holds {len(self._pending)} evaluation(s) that were still running in the "
+                f"background; resume it with --eval-in-background"
+            )
         rng = payload["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -348,13 +404,34 @@ class OfflineRun:
             f"gradient step {self.start_gradient_step}"
         )
 
+    def _end_of_epoch(self, epoch: int, env_step: int, gradient_step: int) -> str:
+        """The trainer's save_checkpoint_fn, called once after every epoch, before the trainer's
+        own test step (if it has one): with --eval-in-background, first the results that have
+        arrived, then the checkpoint, then this epoch's snapshot goes to the worker."""
+        if self._evaluator is not None:
+            self._record_background_results(self._evaluator.finished_results())
+        path = self._save_checkpoint(epoch, env_step, gradient_step)
+        if self._evaluator is not None:
+            # After the checkpoint, as the trainer's test step: a resume evaluates the
+            # checkpoint's own parameters first, in either mode.
+            self._submit_for_evaluation(epoch, gradient_step)
+        return path
+
     # --- training ----------------------------------------------------------------------------
     def _score(self, stats: CollectStats) -> float:
-        """The trainer's score: the normalized score where known, else the mean return.
+        """The trainer's score of its own (in-process) evaluation of the current parameters."""
+        return self._record_evaluation(stats)
 
-        Also saves policy_best.pth on improvement. The trainer forces a 'best' at its initial
-        evaluation; we keep the best over the whole run, across resumes, so policy_best.pth is
-        only ever replaced by a better policy.
+    def _record_evaluation(
+        self, stats: CollectStats, evaluated_policy: dict[str, Any] | None = None
+    ) -> float:
+        """Return the score of an evaluation: the normalized score where known, else the mean
+        return; show it in the progress bar; save policy_best.pth on improvement.
+
+        ``evaluated_policy``: the snapshot that was evaluated (background evaluation); None: the
+        current parameters. The trainer forces a 'best' at its initial evaluation; we keep the
+        best over the whole run, across resumes, so policy_best.pth is only ever replaced by a
+        better policy.
         """
         assert stats.returns_stat is not None
         mean = float(stats.returns_stat.mean)
@@ -365,34 +442,96 @@ class OfflineRun:
             self._trainer.latest_score = f"{score:.1f}"
         if mean > self.best_return:
             self.best_return = mean
-            save_state(self.log_path / BEST_POLICY_NAME, self._policy_payload())
+            if evaluated_policy is None:
+                evaluated_policy = self._policy_payload()
+            save_state(self.log_path / BEST_POLICY_NAME, evaluated_policy)
         return score
 
-    def train(self, buffer: ReplayBuffer, test_collector: Collector) -> None:
-        buffer._random_state = self._buffer_rng
-        logger = _RunLogger(self)
-        logger.writer.add_text("args", str(vars(self.args)))
-        params = OfflineTrainerParams(
-            buffer=buffer,
-            test_collector=test_collector,
-            max_epochs=self.args.epoch,
-            epoch_num_steps=self.args.epoch_num_steps,
-            test_step_num_episodes=self.args.test_num,
-            batch_size=self.args.batch_size,
-            compute_score_fn=self._score,
-            save_checkpoint_fn=self._save_checkpoint,
-            resume_from_log=self.start_epoch > 0,
-            logger=logger,
-            show_progress=not self.args.no_progress,
-        )
-        self._trainer = _ProgressOfflineTrainer(self.algorithm, params)
-        if _use_fast_update(self.args):  # None for algorithms without a fast step
-            self._trainer.fast_update = make_fast_update(
-                self.algorithm, self._trainer._buffer, self.args.device
+    def _start_background_evaluator(self, test_collector: Collector) -> BackgroundEvaluator:
+        # imported here: background_eval imports this module, and only this option needs it
+        from background_eval import BackgroundEvaluator
+
+        setup = getattr(test_collector, "setup", None)
+        if setup is None:
+            raise ValueError(
+                "--eval-in-background needs a test collector made by "
+                "SeededEvalCollector.from_setup (the worker builds its own from the setup)"
             )
-        started = time.time()
-        self._trainer.run()
-        self.train_seconds = time.time() - started
+        policy_on_cpu = copy.deepcopy(self.algorithm.policy).cpu()
+        return BackgroundEvaluator(policy_on_cpu, setup, self.args.test_num)
+
+    def _submit_for_evaluation(self, epoch: int, gradient_step: int) -> None:
+        """Send a snapshot of the current parameters to the worker, and keep it until answered."""
+        assert self._evaluator is not None
+        snapshot = {"algorithm": _cpu_copy(self.algorithm.state_dict())}
+        snapshot["extra_state"] = self.extra_state
+        pending = _PendingEvaluation(epoch, gradient_step, snapshot)
+        self._pending[epoch] = pending
+        self._evaluator.submit(epoch, gradient_step, pending.policy_state())
+
+    def _record_background_results(self, results: list[EvalResult]) -> None:
+        """Record results as the trainer's test step records its own: TensorBoard and history
+        (at the snapshot's env step), then the score, best policy and progress bar."""
+        assert self._logger is not None
+        for result in results:
+            pending = self._pending.pop(result.epoch)
+            env_step = result.gradient_step * self.args.batch_size
+            self._logger.log_test_data(asdict(result.stats), env_step)
+            self._record_evaluation(result.stats, evaluated_policy=pending.policy)
+            assert result.stats.returns_stat is not None
+            print(
+                f"Epoch #{result.epoch} (evaluated in the background): test_reward: "
+                f"{result.stats.returns_stat.mean:.6f} ± {result.stats.returns_stat.std:.6f}, "
+                f"best_reward: {self.best_return:.6f}",
+                flush=True,
+            )
+
+    def train(self, buffer: ReplayBuffer, test_collector: Collector) -> None:
+        """Train for the remaining epochs, evaluating with ``test_collector`` after each (or,
+        with --eval-in-background, in a worker that builds the same collector from its setup)."""
+        buffer._random_state = self._buffer_rng
+        self._logger = _RunLogger(self)
+        self._logger.writer.add_text("args", str(vars(self.args)))
+        if getattr(self.args, "eval_in_background", False):
+            # started first: the new process imports torch while this one builds the trainer
+            self._evaluator = self._start_background_evaluator(test_collector)
+        try:
+            params = OfflineTrainerParams(
+                buffer=buffer,
+                # None: the trainer runs no test steps; _end_of_epoch submits them instead
+                test_collector=None if self._evaluator is not None else test_collector,
+                max_epochs=self.args.epoch,
+                epoch_num_steps=self.args.epoch_num_steps,
+                test_step_num_episodes=self.args.test_num,
+                batch_size=self.args.batch_size,
+                compute_score_fn=self._score,
+                save_checkpoint_fn=self._end_of_epoch,
+                resume_from_log=self.start_epoch > 0,
+                logger=self._logger,
+                show_progress=not self.args.no_progress,
+            )
+            self._trainer = _ProgressOfflineTrainer(self.algorithm, params)
+            if _use_fast_update(self.args):  # None for algorithms without a fast step
+                self._trainer.fast_update = make_fast_update(
+                    self.algorithm, self._trainer._buffer, self.args.device
+                )
+            started = time.time()
+            if self._evaluator is not None:
+                # a resumed run first evaluates what the interrupted one was still waiting for
+                for pending in self._pending.values():
+                    self._evaluator.submit(
+                        pending.epoch, pending.gradient_step, pending.policy_state()
+                    )
+                # the trainer's initial test step: the parameters training starts (or resumes) from
+                self._submit_for_evaluation(self.start_epoch, self.start_gradient_step)
+            self._trainer.run()
+            if self._evaluator is not None:
+                self._record_background_results(self._evaluator.remaining_results())
+            self.train_seconds = time.time() - started
+        finally:
+            if self._evaluator is not None:
+                self._evaluator.close()  # also on errors and Ctrl-C: no process outlives the run
+                self._evaluator = None
         self.end_gradient_step = self._trainer._current_update_step
         save_state(self.log_path / LAST_POLICY_NAME, self._policy_payload())
 
@@ -447,6 +586,21 @@ def _use_fast_update(args: argparse.Namespace) -> bool:
     if compile_flag is None:
         return torch.device(args.device).type == "cuda"
     return bool(compile_flag)
+
+
+def _cpu_copy(value: Any) -> Any:
+    """A copy of a state dict (nested dicts and lists of tensors, e.g. with optimizer states) on
+    the CPU, independent of the live parameters and optimizer moments."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        copied = type(value)((key, _cpu_copy(item)) for key, item in value.items())
+        if hasattr(value, "_metadata"):  # module versions, read by load_state_dict
+            copied._metadata = copy.deepcopy(value._metadata)
+        return copied
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(item) for item in value)
+    return copy.deepcopy(value)
 
 
 def _jsonable(value: Any) -> bool:
