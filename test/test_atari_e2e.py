@@ -116,12 +116,16 @@ def test_qrdqn_trains_a_policy_and_records_a_buffer(workdir: Path) -> None:
     assert all(np.array_equal(frame, first[0]) for frame in first)  # stack after a reset
 
 
+# The offline scripts' smoke runs: one epoch of 3 gradient steps, games cut after 20 steps.
+OFFLINE_RUN = (
+    *("--task", TASK, "--load-buffer-name", str(EXPERT_DIR / "expert.hdf5")),
+    *("--epoch", "1", "--epoch-num-steps", "3"),
+    *("--max-episode-steps", "20", "--device", "cpu", "--no-progress", "--seed", "7"),
+)
+
+
 def test_offline_scripts_train_and_evaluate_on_the_recorded_buffer(workdir: Path) -> None:
-    common = (
-        *("--task", TASK, "--load-buffer-name", str(EXPERT_DIR / "expert.hdf5")),
-        *("--epoch", "1", "--epoch-num-steps", "3", "--test-num", "1"),
-        *("--max-episode-steps", "20", "--device", "cpu", "--no-progress", "--seed", "7"),
-    )
+    common = (*OFFLINE_RUN, "--test-num", "1")
     runs = {
         algo: start_script(OFFLINE / f"atari_{algo}.py", *common, cwd=workdir)
         for algo in ("il", "bcq", "cql", "crr")
@@ -137,6 +141,25 @@ def test_offline_scripts_train_and_evaluate_on_the_recorded_buffer(workdir: Path
         assert summary["final"]["episodes"] == 1
         for name in ("checkpoint.pth", "policy_best.pth", "policy_last.pth"):
             assert (run_dir / name).is_file(), f"atari_{algo}.py wrote no {name}"
+
+
+def test_an_offline_script_evaluates_in_the_background(workdir: Path) -> None:
+    """--eval-in-background: the worker process builds the Pong test envs (two, in subprocesses
+    of its own) and buffer from atari_task.eval_setup and plays the initial and the epoch's
+    evaluation, with the BCQ policy's evaluation epsilon."""
+    run_dir = workdir / "bcq-in-background"
+    result = run_script(
+        OFFLINE / "atari_bcq.py",
+        *OFFLINE_RUN,
+        *("--test-num", "2", "--eval-in-background", "--run-dir", str(run_dir)),
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Epoch #1 (evaluated in the background)" in result.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [entry["gradient_step"] for entry in summary["history"]] == [0, 3]
+    assert summary["final"]["episodes"] == 2
+    assert (run_dir / "policy_best.pth").is_file()
 
 
 def test_buffer_of_another_game_is_refused_with_exit_code_2(workdir: Path) -> None:
