@@ -33,13 +33,6 @@ TINY = ["--task", "Hopper-v2", "--hidden-sizes", "32", "32", "--test-num", "2", 
 RUN = ["--epoch", "3", "--epoch-num-steps", "40", "--seed", "0"]
 
 
-@pytest.fixture(autouse=True)
-def worker_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker is a new process, where Tianshou would compile its numba functions again
-    (about 6 s here) for a few hundred steps that plain Python runs as exactly."""
-    monkeypatch.setenv("NUMBA_DISABLE_JIT", "1")
-
-
 class Interrupted(Exception):
     """Stands in for whatever stops a run (a crash, a kill) right after a checkpoint."""
 

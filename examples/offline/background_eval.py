@@ -28,10 +28,13 @@ when the training process closes it, terminates it, or dies.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import queue
 import signal
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
@@ -87,7 +90,11 @@ class BackgroundEvaluator:
             args=(policy, setup, num_episodes, self._jobs, self._results),
             name="background-eval",
         )
-        self._process.start()
+        # A new process would compile Tianshou's numba functions again when its collector makes
+        # a buffer (about 6 s of CPU, taken from training on a small machine); playing episodes
+        # never calls them, so the worker runs them as plain Python.
+        with _environment_for_new_processes(NUMBA_DISABLE_JIT="1"):
+            self._process.start()
 
     def submit(self, epoch: int, gradient_step: int, policy_state: dict[str, torch.Tensor]) -> None:
         """Queue one evaluation; returns at once. ``policy_state`` must be on the CPU."""
@@ -215,3 +222,19 @@ def _next_job(jobs: multiprocessing.Queue) -> tuple[int, int, dict[str, torch.Te
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> Any:
     raise SystemExit(0)
+
+
+@contextlib.contextmanager
+def _environment_for_new_processes(**variables: str) -> Iterator[None]:
+    """Set environment variables while processes are started (they inherit them), then restore
+    them: this process's own modules have read theirs already."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
