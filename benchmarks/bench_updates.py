@@ -525,12 +525,7 @@ def fast_step(
     from fast_update import make_fast_update
 
     buffer = algorithm.process_buffer(buffer)
-    levers = {"skip_guards": not args.no_skip_guards}
-    if args.no_cpp_wrapper:
-        levers["cpp_wrapper"] = False
-    fast = make_fast_update(
-        algorithm, buffer, device, compile=not args.no_compile, **levers, **options
-    )
+    fast = make_fast_update(algorithm, buffer, device, compile=not args.no_compile, **options)
     if fast is None:
         return None
     started = time.perf_counter()
@@ -545,6 +540,26 @@ def fast_step(
         return None
     row[key + "_compile_s"] = time.perf_counter() - started
     return lambda: fast.run_step(batch_size)
+
+
+# extra paths: the fast path with one lever switched off, timed in the same rounds as the others
+LEVER_PATHS = {
+    "fast_twin_ensemble": ("fast, twin critics as one ensemble", {"twin_ensemble": True}),
+    "fast_guards_checked": ("fast, Dynamo guards checked", {"skip_guards": False}),
+    "fast_python_wrapper": ("fast, Inductor's Python wrapper", {"cpp_wrapper": False}),
+}
+
+
+def lever_paths(name: str, device: torch.device, args) -> dict[str, dict]:
+    """The lever-off variants of the fast path that ``args`` asks for and that apply here."""
+    wanted = {}
+    if args.twin_ensemble and name in ("td3_bc", "cql"):
+        wanted["fast_twin_ensemble"] = LEVER_PATHS["fast_twin_ensemble"][1]
+    if args.levers:
+        wanted["fast_guards_checked"] = LEVER_PATHS["fast_guards_checked"][1]
+        if device.type == "cpu":  # the C++ wrapper is used on the CPU only
+            wanted["fast_python_wrapper"] = LEVER_PATHS["fast_python_wrapper"][1]
+    return wanted
 
 
 def measure_paths(row: dict, paths: dict, device, args, warmup: int = 5) -> None:
@@ -581,18 +596,9 @@ def continuous_row(name, size, buffer, device, args) -> dict:
     paths = {"project": project_step(algorithm, buffer, batch_size)}
     algorithm, _, _ = script_algorithm(SCRIPTS[name], argv)
     paths["fast"] = fast_step(row, "fast", algorithm, buffer, device, batch_size, args)
-    if args.two_critic_networks and name in ("td3_bc", "cql"):
+    for key, options in lever_paths(name, device, args).items():
         algorithm, _, _ = script_algorithm(SCRIPTS[name], argv)
-        paths["fast_two_critics"] = fast_step(
-            row,
-            "fast_two_critics",
-            algorithm,
-            buffer,
-            device,
-            batch_size,
-            args,
-            twin_ensemble=False,
-        )
+        paths[key] = fast_step(row, key, algorithm, buffer, device, batch_size, args, **options)
     data = TensorData(buffer, device)
     plain = {
         "bc": lambda: plain_bc(data, hidden, batch_size),
@@ -614,6 +620,9 @@ def atari_row(name, buffer, device, args) -> dict:
     paths = {"project": project_step(algorithm, buffer, batch_size)}
     algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
     paths["fast"] = fast_step(row, "fast", algorithm, buffer, device, batch_size, args)
+    for key, options in lever_paths(name, device, args).items():
+        algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
+        paths[key] = fast_step(row, key, algorithm, buffer, device, batch_size, args, **options)
     plain = plain_atari(name, FrameData(buffer, device), batch_size)
     row["flops"] = count_flops(plain)
     paths["plain"] = plain
@@ -648,16 +657,16 @@ def data_load_row(device: torch.device, transitions: int, tmp: Path) -> dict:
 
 
 def format_table(rows: list[dict], meta: dict) -> str:
-    two_critics = any("fast_two_critics" in r for r in rows)
+    extra = [key for key in LEVER_PATHS if any(key in r for r in rows)]
     head = (
         "| algorithm | size | device | threads | torch | project upd/s | fast upd/s | plain upd/s "
         "| project/plain | fast/plain | MFLOP/upd | % limit (best path) |"
     )
-    if two_critics:
-        head += " fast, critics as two networks upd/s |"
+    for key in extra:
+        head += f" {LEVER_PATHS[key][0]} upd/s |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        best = max(r["project"], r.get("fast", 0.0), r.get("fast_two_critics", 0.0))
+        best = max(r["project"], r.get("fast", 0.0), *(r.get(key, 0.0) for key in extra))
         # against the throughput measured just before this row (shared machines vary)
         share = 100 * r["flops"] * best / r.get("matmul_flops", meta["matmul_flops"])
         fast = r.get("fast")
@@ -670,8 +679,8 @@ def format_table(rows: list[dict], meta: dict) -> str:
             f"| {fast_ratio} | {r['flops'] / 1e6:.1f} "
             f"| {share:.1f}% |"
         )
-        if two_critics:
-            line += f" {r['fast_two_critics']:.0f} |" if r.get("fast_two_critics") else " - |"
+        for key in extra:
+            line += f" {r[key]:.0f} |" if r.get(key) else " - |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -687,19 +696,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--atari-transitions", type=int, default=20_000)
     parser.add_argument("--no-compile", action="store_true", help="fast path without compile")
     parser.add_argument(
-        "--no-skip-guards", action="store_true", help="fast path: check Dynamo's guards each call"
-    )
-    parser.add_argument(
-        "--no-cpp-wrapper", action="store_true", help="fast path on CPU: Inductor's Python wrapper"
+        "--levers",
+        action="store_true",
+        help="also time the fast path with Dynamo's guards checked at every call, and (CPU) "
+        "with Inductor's Python wrapper instead of the C++ one: each lever alone",
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds per row; the best is kept"
     )
     parser.add_argument(
-        "--two-critic-networks",
+        "--twin-ensemble",
         action="store_true",
-        help="also time TD3+BC's and CQL's fast path with the twin critics as two networks "
-        "(the default runs them as one vmapped ensemble)",
+        help="also time TD3+BC's and CQL's fast path with the twin critics as one vmapped "
+        "network (the default evaluates them as two)",
     )
     parser.add_argument("--json", default=None, help="also write the rows here")
     parser.add_argument("--markdown", default=None, help="also write the table here")

@@ -271,7 +271,7 @@ class _ActorTwinCriticStep(FunctionalStep):
     critic losses and the actor's Q; the maths is the same (test_fast_path.py checks both).
     """
 
-    def __init__(self, algorithm: TD3BC | CQL, ensemble: bool = True) -> None:
+    def __init__(self, algorithm: TD3BC | CQL, ensemble: bool = False) -> None:
         self.algo = algorithm
         self.ensemble = ensemble
         self.actor = algorithm.policy.actor
@@ -323,7 +323,7 @@ class TD3BCStep(_ActorTwinCriticStep):
 
     stat_names = ("actor_loss", "critic1_loss", "critic2_loss")
 
-    def __init__(self, algorithm: TD3BC, ensemble: bool = True) -> None:
+    def __init__(self, algorithm: TD3BC, ensemble: bool = False) -> None:
         super().__init__(algorithm, ensemble)
         if algorithm.n_step_return_horizon != 1:
             raise NotImplementedError("fast TD3+BC supports 1-step returns only")
@@ -401,7 +401,7 @@ class CQLStep(_ActorTwinCriticStep):
         "cql_alpha",
     )
 
-    def __init__(self, algorithm: CQL, ensemble: bool = True) -> None:
+    def __init__(self, algorithm: CQL, ensemble: bool = False) -> None:
         super().__init__(algorithm, ensemble)
         alpha = algorithm.alpha
         self.auto_alpha = hasattr(alpha, "_log_alpha")
@@ -655,10 +655,10 @@ class BehaviourCloningStep(FunctionalStep):
         return ImitationTrainingStats(loss=values[0])
 
 
-def functional_step(algorithm: Algorithm, twin_ensemble: bool = True) -> FunctionalStep | None:
+def functional_step(algorithm: Algorithm, twin_ensemble: bool = False) -> FunctionalStep | None:
     """The fast step of ``algorithm``, or None where there is none. ``twin_ensemble``: TD3+BC's
-    and CQL's twin critics as one batched network (``_ActorTwinCriticStep``; on this CPU
-    TD3+BC ran 18% faster so, CQL the same: benchmarks/README.md)."""
+    and CQL's twin critics as one batched network (``_ActorTwinCriticStep``; off by default: on
+    the CPU it did not pay, benchmarks/README.md; not yet timed on a GPU)."""
     # imported here: fast_update_atari builds on this module's parts
     from fast_update_atari import discrete_step
 
@@ -864,7 +864,7 @@ def make_fast_update(
     *,
     compile: bool = True,
     cuda_graph: bool | None = None,
-    twin_ensemble: bool = True,
+    twin_ensemble: bool = False,
     **options: bool,
 ) -> FastUpdate | None:
     """The fast update of ``algorithm`` over ``buffer`` (already ``process_buffer``-ed), or None
