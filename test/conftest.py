@@ -18,22 +18,26 @@ for path in (OFFLINE_DIR, ATARI_DIR):
         sys.path.insert(0, str(path))
 
 
-@pytest.fixture(scope="session")
-def random_hopper(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3000 transitions of uniformly random actions in Hopper-v5, in the D4RL schema."""
+def write_random_hopper(path: Path, steps: int) -> Path:
+    """``steps`` transitions of uniformly random actions in Hopper-v5, in the D4RL schema."""
     env = gym.make("Hopper-v5")
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
     rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards")}
     rows.update(terminals=[], timeouts=[], next_observations=[])
-    for _ in range(3000):
+    for _ in range(steps):
         act = rng.uniform(-1, 1, 3).astype(np.float32)
         next_obs, rew, terminated, truncated, _ = env.step(act)
         for key, value in zip(rows, (obs, act, rew, terminated, truncated, next_obs)):
             rows[key].append(value)
         obs = env.reset()[0] if terminated or truncated else next_obs
-    path = tmp_path_factory.mktemp("data") / "hopper-random-made.hdf5"
     with h5py.File(path, "w") as file:
         for key, values in rows.items():
             file[key] = np.asarray(values)
     return path
+
+
+@pytest.fixture(scope="session")
+def random_hopper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3000 random Hopper transitions (write_random_hopper)."""
+    return write_random_hopper(tmp_path_factory.mktemp("data") / "hopper-random-made.hdf5", 3000)

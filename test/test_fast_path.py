@@ -255,6 +255,9 @@ def test_cached_runner_skips_guards_and_compiles_again_after_a_reset(
     "name, twin_ensemble", [("td3_bc", False), ("cql", False), ("bcq", False), ("cql", True)]
 )
 def test_compiled_step_matches_eager_step(built: dict, name: str, twin_ensemble: bool) -> None:
+    # a script compiles one algorithm per process; these tests compile many in one, and would
+    # reach Dynamo's limit of cache entries per code object (the step's runner)
+    torch._dynamo.reset()
     algorithm, _, spec = built[name]
     buffer = algorithm.process_buffer(random_buffer(500, spec.obs_dim, spec.act_dim))
     results = []

@@ -217,6 +217,9 @@ def test_make_fast_update_for_atari(frames_buffer: ReplayBuffer, capsys) -> None
 )
 @pytest.mark.parametrize("name", ["cql", "crr_cql", "bcq", "il"])
 def test_compiled_step_matches_eager_step(frames_buffer: ReplayBuffer, name: str) -> None:
+    # a script compiles one algorithm per process; these tests compile many in one, and would
+    # reach Dynamo's limit of cache entries per code object (the step's runner)
+    torch._dynamo.reset()
     module, argv = CASES[name]
     algorithm = build(module, argv)
     results = []

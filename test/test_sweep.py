@@ -8,12 +8,11 @@ import math
 from pathlib import Path
 
 import aggregate_results
-import gymnasium as gym
-import h5py
 import numpy as np
 import pytest
 import ray
 import sweep
+from conftest import write_random_hopper
 from safe_io import UserInputError
 
 # a few hundred gradient steps of tiny networks, one evaluation episode
@@ -34,23 +33,8 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def hopper_data(tmp_path_factory) -> Path:
-    """1000 rows of random actions in Hopper-v5, D4RL schema; the name makes the task Hopper-v2."""
-    env = gym.make("Hopper-v5")
-    rng = np.random.default_rng(0)
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "terminals")}
-    rows["timeouts"] = []
-    obs, _ = env.reset(seed=0)
-    for _ in range(1000):
-        act = rng.uniform(-1, 1, 3).astype(np.float32)
-        next_obs, rew, terminated, truncated, _ = env.step(act)
-        for key, value in zip(rows, (obs, act, rew, terminated, truncated)):
-            rows[key].append(value)
-        obs = env.reset()[0] if terminated or truncated else next_obs
-    path = tmp_path_factory.mktemp("data") / "hopper-tiny.hdf5"
-    with h5py.File(path, "w") as file:
-        for key, values in rows.items():
-            file[key] = np.asarray(values)
-    return path
+    """1000 random Hopper transitions; the name makes the task Hopper-v2."""
+    return write_random_hopper(tmp_path_factory.mktemp("data") / "hopper-tiny.hdf5", 1000)
 
 
 # ----------------------------------------------------------------------------------------------
