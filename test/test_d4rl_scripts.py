@@ -7,6 +7,7 @@ gradient steps.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -196,3 +197,24 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
     (error_line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "missing.hdf5" in error_line
     assert not list(tmp_path.glob("*/*/*/checkpoint.pth"))
+
+
+def test_compile_default_follows_device_and_run_length():
+    """--compile unset: on for CUDA; on the CPU only where the run is long enough to pay back the
+    compile time (the scripts' 1M-step defaults are, a test's few hundred steps are not)."""
+    from training import COMPILE_PAYS_FROM_STEPS, _use_fast_update
+
+    def use(device: str, epochs: int, steps: int, compile_flag: bool | None = None) -> bool:
+        args = argparse.Namespace(
+            device=device, epoch=epochs, epoch_num_steps=steps, compile=compile_flag
+        )
+        return _use_fast_update(args)
+
+    assert use("cuda", 1, 10)
+    assert use("cpu", 200, 5000)  # the D4RL scripts' defaults
+    assert not use("cpu", 2, 50)
+    assert use("cpu", 1, COMPILE_PAYS_FROM_STEPS) and not use("cpu", 1, COMPILE_PAYS_FROM_STEPS - 1)
+    assert not use("cuda", 200, 5000, compile_flag=False)
+    assert use("cpu", 2, 50, compile_flag=True)
+    defaults = d4rl_td3_bc.get_args(["--device", "cpu"])
+    assert defaults.compile is None and _use_fast_update(defaults)

@@ -812,8 +812,14 @@ class FastUpdate:
         key = (batch_size, variant)
         runner = self._runners.get(key)
         if runner is None:  # first call of this variant: it compiles (mutates nothing if it fails)
+            first = self.compile and not self._runners
+            if first:  # the progress bar stands still meanwhile: say why
+                print("--compile: compiling the fast update step (a minute or more on a CPU)")
+            started = time.time()
             runner, values = self._compile_and_run(batch_size, variant)
             self._runners[key] = runner
+            if first:
+                print(f"--compile: compiled in {time.time() - started:.0f} s")
         elif self.compile and self.skip_guards:
             try:
                 with self._skip_guards:
