@@ -577,6 +577,32 @@ def measure_paths(row: dict, paths: dict, device, args, warmup: int = 5) -> None
             row[name] = max(row[name], rate)
 
 
+def time_paths(
+    row: dict,
+    algorithm,
+    rebuild: Callable[[], object],
+    plain,
+    buffer,
+    device,
+    batch_size,
+    args,
+    warmup: int = 5,
+) -> None:
+    """Time a row's paths together (measure_paths): Tianshou's update of ``algorithm``, the fast
+    path and the lever variants ``args`` asks for, each on a fresh algorithm from ``rebuild()``
+    (Tianshou's CQL cannot be deep-copied on CUDA), and the plain eager step ``plain``."""
+    # a script compiles one algorithm per process; here many share one, and Dynamo's limit of
+    # recompilations per code object (the step's variants of every algorithm) would be reached
+    torch._dynamo.reset()
+    paths = {"project": project_step(algorithm, buffer, batch_size)}
+    paths["fast"] = fast_step(row, "fast", rebuild(), buffer, device, batch_size, args)
+    for key, options in lever_paths(row["algorithm"], device, args).items():
+        paths[key] = fast_step(row, key, rebuild(), buffer, device, batch_size, args, **options)
+    row["flops"] = count_flops(plain)
+    paths["plain"] = plain
+    measure_paths(row, {k: v for k, v in paths.items() if v is not None}, device, args, warmup)
+
+
 def continuous_row(name, size, buffer, device, args) -> dict:
     hidden = [32, 32] if size == "tiny" else None
     batch_size = 32 if size == "tiny" else 256
@@ -585,20 +611,10 @@ def continuous_row(name, size, buffer, device, args) -> dict:
         argv += ["--hidden-sizes", *map(str, hidden)]
         if name == "bcq":
             argv += ["--vae-hidden-sizes", "32", "32"]
-    # a fresh algorithm per path (Tianshou's CQL cannot be deep-copied on CUDA)
     algorithm, script_args, _ = script_algorithm(SCRIPTS[name], argv)
     hidden = script_args.hidden_sizes
     row = {"algorithm": name, "size": size, "hidden": hidden, "batch": batch_size}
-    # a script compiles one algorithm per process; here many share one, and Dynamo's limit of
-    # recompilations per code object (the step's variants of every algorithm) would be reached
-    torch._dynamo.reset()
     torch.manual_seed(0)
-    paths = {"project": project_step(algorithm, buffer, batch_size)}
-    algorithm, _, _ = script_algorithm(SCRIPTS[name], argv)
-    paths["fast"] = fast_step(row, "fast", algorithm, buffer, device, batch_size, args)
-    for key, options in lever_paths(name, device, args).items():
-        algorithm, _, _ = script_algorithm(SCRIPTS[name], argv)
-        paths[key] = fast_step(row, key, algorithm, buffer, device, batch_size, args, **options)
     data = TensorData(buffer, device)
     plain = {
         "bc": lambda: plain_bc(data, hidden, batch_size),
@@ -606,27 +622,24 @@ def continuous_row(name, size, buffer, device, args) -> dict:
         "cql": lambda: plain_cql(data, hidden, batch_size),
         "bcq": lambda: plain_bcq(data, hidden, script_args.vae_hidden_sizes, batch_size),
     }[name]()
-    row["flops"] = count_flops(plain)
-    paths["plain"] = plain
-    measure_paths(row, {k: v for k, v in paths.items() if v is not None}, device, args)
+
+    def rebuild():
+        return script_algorithm(SCRIPTS[name], argv)[0]
+
+    time_paths(row, algorithm, rebuild, plain, buffer, device, batch_size, args)
     return row
 
 
 def atari_row(name, buffer, device, args) -> dict:
     batch_size = 32
-    algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
+    argv = ["--device", str(device), "--batch-size", str(batch_size)]
     row = {"algorithm": name, "size": "nature-cnn", "hidden": [512], "batch": batch_size}
-    torch._dynamo.reset()  # as in continuous_row
-    paths = {"project": project_step(algorithm, buffer, batch_size)}
-    algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
-    paths["fast"] = fast_step(row, "fast", algorithm, buffer, device, batch_size, args)
-    for key, options in lever_paths(name, device, args).items():
-        algorithm, _ = atari_algorithm(name, ["--device", str(device), "--batch-size", "32"])
-        paths[key] = fast_step(row, key, algorithm, buffer, device, batch_size, args, **options)
     plain = plain_atari(name, FrameData(buffer, device), batch_size)
-    row["flops"] = count_flops(plain)
-    paths["plain"] = plain
-    measure_paths(row, {k: v for k, v in paths.items() if v is not None}, device, args, warmup=3)
+
+    def rebuild():
+        return atari_algorithm(name, argv)[0]
+
+    time_paths(row, rebuild(), rebuild, plain, buffer, device, batch_size, args, warmup=3)
     return row
 
 
@@ -667,7 +680,7 @@ def format_table(rows: list[dict], meta: dict) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         best = max(r["project"], r.get("fast", 0.0), *(r.get(key, 0.0) for key in extra))
-        # against the throughput measured just before this row (shared machines vary)
+        # against the best matmul throughput of this row's rounds (shared machines vary)
         share = 100 * r["flops"] * best / r.get("matmul_flops", meta["matmul_flops"])
         fast = r.get("fast")
         fast_cell = f"{fast:.0f}" if fast else "-"
