@@ -130,7 +130,8 @@ def test_medium_expert_is_medium_then_expert(made):
 def test_train_resumes_exactly_and_medium_replay_rebuilds_its_buffer(tmp_path):
     tiny = ["train", "--task", "hopper", "--hidden-sizes", "16", "--batch-size", "16",
             "--buffer-size", "2000", "--start-steps", "150", "--snapshot-every", "100",
-            "--checkpoint-every", "1000", "--eval-episodes", "2", "--seed", "5"]  # fmt: skip
+            "--checkpoint-every", "1000", "--eval-episodes", "2", "--seed", "5",
+            "--no-compile"]  # fmt: skip
     tool.main(tiny + ["--steps", "200", "--run-dir", str(tmp_path / "one-leg")])
     tool.main(tiny + ["--steps", "170", "--run-dir", str(tmp_path / "two-legs")])
     leg1 = torch.load(tmp_path / "two-legs" / "checkpoint.pt", weights_only=False)
@@ -168,6 +169,90 @@ def test_train_resumes_exactly_and_medium_replay_rebuilds_its_buffer(tmp_path):
         log["episode_returns"][: len(finished)],
         rtol=1e-5,
     )
+
+
+def _sac_run(tmp_path: Path, name: str, compile: bool) -> tool.SacRun:
+    args = tool.parse_args(
+        ["train", "--task", "Hopper-v5", "--hidden-sizes", "32", "32", "--batch-size", "64",
+         "--seed", "2", "--run-dir", str(tmp_path / name),
+         "--compile" if compile else "--no-compile"]
+    )  # fmt: skip
+    args.task = tool.gym_task_id(args.task)
+    run = tool.SacRun(args, "cpu")
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # the same random transitions in both buffers
+        run.buffer.add(rng.normal(size=11), rng.uniform(-1, 1, 3), rng.normal(), rng.random() < 0.1,
+                       rng.normal(size=11))  # fmt: skip
+    return run
+
+
+def test_compiled_sac_step_equals_the_eager_step(tmp_path):
+    torch._dynamo.reset()
+    runs = {}
+    for compile in (False, True):
+        torch.manual_seed(7)  # the same batches and policy noise on both paths
+        run = _sac_run(tmp_path, f"compile-{compile}", compile)
+        losses = [run.run_update() for _ in range(5)]
+        assert run.update.compile == compile  # compiled for real, no silent eager fallback
+        runs[compile] = (run, torch.stack(losses))
+    (eager, eager_losses), (compiled, compiled_losses) = runs[False], runs[True]
+    torch.testing.assert_close(compiled_losses, eager_losses, rtol=1e-5, atol=1e-5)
+    eager_state, compiled_state = eager.algorithm.state_dict(), compiled.algorithm.state_dict()
+    for key, value in eager_state.items():
+        if key != "_optimizers":
+            torch.testing.assert_close(compiled_state[key], value, rtol=1e-5, atol=1e-5)
+    # and the step moved the networks: five real updates, not a no-op
+    fresh = _sac_run(tmp_path, "fresh", False).algorithm.state_dict()
+    moved = [k for k, v in fresh.items() if k != "_optimizers" and not torch.equal(v, eager_state[k])]
+    assert any("critic" in k for k in moved) and any("actor" in k for k in moved)
+    assert any("_log_alpha" in k for k in moved)
+
+
+def test_train_continues_the_same_run_after_kill_9(tmp_path):
+    """A run killed with SIGKILL after a checkpoint, resumed, ends where an uninterrupted run
+    ends: same actions, networks, optimizer moments and snapshots."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    common = ["train", "--task", "hopper", "--hidden-sizes", "16", "--batch-size", "16",
+              "--start-steps", "100", "--snapshot-every", "150", "--checkpoint-every", "50",
+              "--eval-episodes", "1", "--seed", "3", "--no-compile"]  # fmt: skip
+    script = str(OFFLINE_DIR / "make_d4rl_dataset.py")
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, script, *common, "--steps", "300", "--run-dir", str(whole)],
+                   check=True, capture_output=True)  # fmt: skip
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, script, *common, "--steps", "100000", "--run-dir", str(killed)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (killed / "checkpoint.pt").exists():
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    checkpoint = torch.load(killed / "checkpoint.pt", weights_only=False)
+    assert 0 < len(checkpoint["action_log"]["actions"]) < 300, "killed too late to test resume"
+    subprocess.run(
+        [sys.executable, script, *common, "--steps", "300", "--resume-path",
+         str(killed / "checkpoint.pt")], check=True, capture_output=True,
+    )  # fmt: skip
+    one = torch.load(whole / "checkpoint.pt", weights_only=False)
+    two = torch.load(killed / "checkpoint.pt", weights_only=False)
+    np.testing.assert_array_equal(one["action_log"]["actions"], two["action_log"]["actions"])
+    for key, value in one["algorithm"].items():
+        if key != "_optimizers":
+            torch.testing.assert_close(two["algorithm"][key], value, rtol=0, atol=0)
+    for opt_one, opt_two in zip(one["algorithm"]["_optimizers"], two["algorithm"]["_optimizers"]):
+        for state_one, state_two in zip(opt_one["state"].values(), opt_two["state"].values()):
+            for name in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(state_two[name], state_one[name], rtol=0, atol=0)
+    assert one["index"]["snapshots"] == two["index"]["snapshots"]
 
 
 def test_bad_input_is_one_clear_error(tmp_path):

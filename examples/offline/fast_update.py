@@ -101,6 +101,56 @@ class DeviceDataset:
         return {key: tensor[indices] for key, tensor in self.tensors.items()}
 
 
+class ReplayTensors:
+    """An online replay buffer as preallocated tensors on the training device (FIFO once full).
+
+    ``sample`` draws uniformly with replacement from the device's default torch generator; the
+    number of stored rows is a device tensor, so a compiled step that samples here is traced
+    once, not once per size.
+    """
+
+    FIELDS = ("obs", "act", "rew", "terminated", "obs_next")
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: str | torch.device):
+        self.capacity = capacity
+        self.device = torch.device(device)
+        widths = {"obs": obs_dim, "act": act_dim, "obs_next": obs_dim}
+        self.tensors: Batch = {
+            key: torch.zeros((capacity, widths[key]) if key in widths else (capacity,),
+                             device=self.device)
+            for key in self.FIELDS
+        }  # fmt: skip
+        self.count = 0  # rows added so far (host side)
+        self.size = torch.zeros((), dtype=torch.int64, device=self.device)  # rows stored
+
+    def add(self, obs, act, rew: float, terminated: bool, obs_next) -> None:
+        row = self.count % self.capacity
+        values = {"obs": obs, "act": act, "rew": rew, "terminated": float(terminated),
+                  "obs_next": obs_next}  # fmt: skip
+        for key, value in values.items():
+            self.tensors[key][row] = torch.as_tensor(value, dtype=torch.float32)
+        self.count += 1
+        self.size.fill_(min(self.count, self.capacity))
+
+    def extend(self, obs, act, rew, terminated, obs_next) -> None:
+        """Rows in order, as ``add`` one by one would store them (arrays of equal length)."""
+        columns = {"obs": obs, "act": act, "rew": rew, "terminated": terminated,
+                   "obs_next": obs_next}  # fmt: skip
+        n = len(rew)
+        keep = min(n, self.capacity)  # only the last ``capacity`` rows survive a wrap-around
+        rows = torch.arange(self.count + n - keep, self.count + n) % self.capacity
+        for key, column in columns.items():
+            values = torch.as_tensor(np.asarray(column[n - keep :]), dtype=torch.float32)
+            self.tensors[key][rows.to(self.device)] = values.to(self.device)
+        self.count += n
+        self.size.fill_(min(self.count, self.capacity))
+
+    def sample(self, batch_size: int) -> Batch:
+        # a 62-bit draw modulo the size: uniform to within 2^-40 for any buffer that fits
+        draws = torch.randint(2**62, (batch_size,), device=self.device)
+        return {key: tensor[draws % self.size] for key, tensor in self.tensors.items()}
+
+
 # ----------------------------------------------------------------------------------------------
 # Adam and soft target updates on the algorithm's own tensors
 # ----------------------------------------------------------------------------------------------
@@ -262,6 +312,20 @@ def _stack(params1: Params, params2: Params) -> Params:
     return {name: torch.stack([params1[name], params2[name]]) for name in params1}
 
 
+def tanh_gaussian_sample(
+    actor: torch.nn.Module, params: Params, obs: Tensor
+) -> tuple[Tensor, Tensor]:
+    """SACPolicy in training: tanh of a reparameterised Gaussian sample and its log-prob."""
+    (loc, scale), _ = functional_call(actor, params, (obs,))
+    pre_tanh = loc + torch.randn(loc.shape, device=loc.device) * scale
+    # Independent(Normal(loc, scale), 1).log_prob, as torch.distributions computes it
+    log_density = -((pre_tanh - loc) ** 2) / (2 * scale**2) - scale.log() - _LOG_SQRT_2PI
+    log_prob = log_density.sum(-1, keepdim=True)
+    act = torch.tanh(pre_tanh)
+    log_prob = log_prob - torch.log(1 - act.pow(2) + _TANH_EPS).sum(-1, keepdim=True)
+    return act, log_prob
+
+
 class _ActorTwinCriticStep(FunctionalStep):
     """Set-up shared by the actor + twin-critic algorithms: parameter aliases of the actor and
     both critics, their target copies, and functional Adam over the optimizers' own state.
@@ -376,6 +440,71 @@ class TD3BCStep(_ActorTwinCriticStep):
         return TD3TrainingStats(**dict(zip(self.stat_names, values, strict=True)))
 
 
+class SACStep(_ActorTwinCriticStep):
+    """Online SAC (Haarnoja et al., 2018, with the automatic temperature of their follow-up),
+    in the order of Tianshou's SAC._update_with_batch: both critics on the soft 1-step target,
+    the actor on the updated critics, the temperature, then the soft target update.
+
+    The target masks with ``terminated`` (a time-out is not an end: it bootstraps), as the
+    paper does. Used by make_d4rl_dataset.py train, whose buffer is a ``ReplayTensors``.
+    """
+
+    stat_names = ("actor_loss", "critic1_loss", "critic2_loss", "alpha", "alpha_loss")
+
+    def __init__(self, algorithm: Algorithm, ensemble: bool = False) -> None:
+        super().__init__(algorithm, ensemble)  # type: ignore[arg-type]
+        alpha = algorithm.alpha
+        if not hasattr(alpha, "_log_alpha"):
+            raise NotImplementedError("the SAC step supports the automatic temperature only")
+        self.log_alpha = alpha._log_alpha.detach()
+        self.alpha_optim = FunctionalAdam.of(alpha._optim)
+        self.target_entropy = float(alpha._target_entropy)
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        algo = self.algo
+        obs, act = batch["obs"], batch["act"]
+        alpha = self.log_alpha.exp()
+
+        with torch.no_grad():  # soft value of the next state under the current actor
+            act_next, log_pi_next = tanh_gaussian_sample(
+                self.actor, self.actor_params, batch["obs_next"]
+            )
+            q_next = self.min_q(batch["obs_next"], act_next, target=True) - alpha * log_pi_next
+            not_terminal = 1.0 - batch["terminated"]
+            returns = batch["rew"] + algo.gamma * not_terminal * q_next.flatten()
+
+        def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
+            return (_critic(module, params, obs, act).flatten() - returns).pow(2).mean()
+
+        (grads1, grads2), (critic1_loss, critic2_loss) = self.critic_grads(critic_loss)
+        self.critic1_optim.step(list(grads1.values()))
+        self.critic2_optim.step(list(grads2.values()))
+
+        def actor_loss(params: Params) -> tuple[Tensor, Tensor]:
+            act_pred, log_prob = tanh_gaussian_sample(self.actor, params, obs)
+            q = self.min_q(obs, act_pred, target=False)
+            return (alpha * log_prob.flatten() - q.flatten()).mean(), log_prob
+
+        grads, (loss_actor, log_pi) = grad_and_value(actor_loss, has_aux=True)(self.actor_params)
+        self.actor_optim.step(list(grads.values()))
+
+        entropy_deficit = self.target_entropy + log_pi.detach()  # target - entropy
+
+        def alpha_loss(log_alpha: Tensor) -> Tensor:
+            return -(log_alpha * entropy_deficit).mean()
+
+        grad, loss_alpha = grad_and_value(alpha_loss)(self.log_alpha)
+        self.alpha_optim.step([grad])
+        self.lagged.soft_update(algo.tau)
+        stats = [loss_actor, critic1_loss, critic2_loss, alpha, loss_alpha]
+        return torch.stack([s.reshape(()) for s in stats]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        from tianshou.algorithm.modelfree.sac import SACTrainingStats
+
+        return SACTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
 def _repeat_rows(x: Tensor, repeats: int) -> Tensor:
     """Each row ``repeats`` times in a row (a static-shape repeat_interleave)."""
     return x.unsqueeze(1).expand(x.shape[0], repeats, *x.shape[1:]).reshape(-1, *x.shape[1:])
@@ -421,16 +550,7 @@ class CQLStep(_ActorTwinCriticStep):
             setattr(self.cql_alpha_optim, name, [t.to(self.device) for t in tensors])
 
     def _sample(self, obs: Tensor, params: Params | None = None) -> tuple[Tensor, Tensor]:
-        """SACPolicy in training: tanh of a reparameterised Gaussian sample and its log-prob."""
-        params = self.actor_params if params is None else params
-        (loc, scale), _ = functional_call(self.actor, params, (obs,))
-        pre_tanh = loc + torch.randn(loc.shape, device=loc.device) * scale
-        # Independent(Normal(loc, scale), 1).log_prob, as torch.distributions computes it
-        log_density = -((pre_tanh - loc) ** 2) / (2 * scale**2) - scale.log() - _LOG_SQRT_2PI
-        log_prob = log_density.sum(-1, keepdim=True)
-        act = torch.tanh(pre_tanh)
-        log_prob = log_prob - torch.log(1 - act.pow(2) + _TANH_EPS).sum(-1, keepdim=True)
-        return act, log_prob
+        return tanh_gaussian_sample(self.actor, self.actor_params if params is None else params, obs)
 
     def __call__(self, batch: Batch, variant: object) -> Tensor:
         algo = self.algo

@@ -3,7 +3,9 @@
 
 Three modes:
 
-``train``   trains SAC (Tianshou 2.x) online on a gymnasium MuJoCo task and keeps, every
+``train``   trains SAC online on a gymnasium MuJoCo task (Tianshou's SAC networks and optimizers,
+            updated by the compiled functional step of fast_update.SACStep over a replay
+            buffer held as tensors) and keeps, every
             ``--snapshot-every`` env steps, a snapshot of the actor (a few hundred KB) together
             with its evaluated return. A checkpoint (networks, optimizers, RNG states and the
             log of every action taken) is written atomically, so ``--resume-path`` continues an
@@ -51,10 +53,11 @@ import gymnasium as gym
 import h5py
 import numpy as np
 import torch
+from fast_update import CompilationFailed, FastUpdate, ReplayTensors, SACStep
 from safe_io import UserInputError, atomic_write, run_main
 from tqdm import tqdm
 
-TOOL_VERSION = "1.0"
+TOOL_VERSION = "2.0"  # 2.0: the functional SAC step over a tensor replay buffer
 EPISODE_STEPS = 1000  # D4RL's MuJoCo episodes are cut (timeouts) at 1000 steps
 LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 DEFAULT_OUT_DIR = "~/.d4rl/made"  # never $D4RL_DATASET_DIR: that is the cache of official files
@@ -231,10 +234,6 @@ D4RL_DTYPES = {
     "infos/qvel": np.float64,
 }
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
-# The D4RL columns in the order of a replay-buffer transition (see add_transition)
-TRANSITION_KEYS = (
-    "observations", "actions", "rewards", "next_observations", "terminals", "timeouts"
-)  # fmt: skip
 
 
 def concatenate_episodes(episodes: list[dict[str, np.ndarray]], limit: int | None = None):
@@ -528,6 +527,7 @@ RUN_SETTINGS = (
     "batch_size", "buffer_size", "start_steps", "updates_per_step", "snapshot_every",
     "eval_episodes",
 )  # fmt: skip
+STATS_EVERY = 1000  # env steps between two TensorBoard points of the losses (one host sync)
 
 
 class SacRun:
@@ -535,7 +535,6 @@ class SacRun:
     log, one ``step()`` at a time, saved as a checkpoint and as actor snapshots."""
 
     def __init__(self, args: argparse.Namespace, device: str) -> None:
-        from tianshou.data import ReplayBuffer
         from torch.utils.tensorboard import SummaryWriter
 
         self.args = args
@@ -547,7 +546,9 @@ class SacRun:
         self.obs_dim = int(np.prod(self.env.observation_space.shape))
         self.act_dim = int(np.prod(self.env.action_space.shape))
         self.algorithm = build_sac(self.env, args, device)
-        self.buffer = ReplayBuffer(args.buffer_size, random_seed=args.seed)
+        self.buffer = ReplayTensors(args.buffer_size, self.obs_dim, self.act_dim, device)
+        self.update: FastUpdate | None = None  # built at the first update, after any resume
+        self.stat_sum: torch.Tensor | None = None
         self.random_actions = np.random.default_rng(args.seed)  # before learning starts
         self.log = ActionLog.empty(self.act_dim, args.steps)
         self.index: dict[str, Any] = {
@@ -578,21 +579,14 @@ class SacRun:
             )
         self.env, self.obs, self.episode_return = replay.env, replay.obs, replay.open_episode_return
         data = replay.data
-        if data is not None:
-            num_finished = sum(self.log.episode_lengths)
-            episode_open = num_finished < len(data["rewards"])
-            # replay_action_log marks an open episode's last step as a timeout: undo that
-            data["timeouts"][-1] &= not episode_open
-            for i in range(len(data["rewards"])):
-                add_transition(self.buffer, *(data[key][i] for key in TRANSITION_KEYS))
-        self.buffer._random_state.set_state(checkpoint["buffer_rng"])
+        if data is not None:  # the buffer keeps no time-outs: they bootstrap like any step
+            self.buffer.extend(data["observations"], data["actions"], data["rewards"],
+                               data["terminals"], data["next_observations"])  # fmt: skip
         self.random_actions.bit_generator.state = checkpoint["random_actions_rng"]
         set_rng_states(checkpoint["rng"])
 
     def step(self) -> None:
         """One env step (random actions during warm-up, then SAC's), then SAC's updates."""
-        from tianshou.utils.torch_utils import policy_within_training_step
-
         args, log = self.args, self.log
         if log.num_steps < args.start_steps:
             action = self.random_actions.uniform(-1.0, 1.0, self.act_dim)
@@ -600,7 +594,7 @@ class SacRun:
             action = actor_actions(self.algorithm.policy.actor, self.obs[None], None)[0]
         action = to_env_action(action)
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        add_transition(self.buffer, self.obs, action, reward, next_obs, terminated, truncated)
+        self.buffer.add(self.obs, action, reward, terminated, next_obs)  # truncated: bootstrap
         log.append(action)
         self.episode_return += float(reward)
         self.obs = next_obs
@@ -613,12 +607,26 @@ class SacRun:
             self.obs, _ = self.env.reset(seed=log.episode_seeds[-1])
 
         if log.num_steps >= args.start_steps:
-            with policy_within_training_step(self.algorithm.policy):
-                for _ in range(args.updates_per_step):
-                    stats = self.algorithm.update(buffer=self.buffer, sample_size=args.batch_size)
-            if log.num_steps % 1000 == 0:
-                for key, value in stats.get_loss_stats_dict().items():
+            for _ in range(args.updates_per_step):
+                values = self.run_update()
+                self.stat_sum = values.clone() if self.stat_sum is None else self.stat_sum + values
+            if log.num_steps % STATS_EVERY == 0 and self.stat_sum is not None:
+                means = (self.stat_sum / (STATS_EVERY * args.updates_per_step)).tolist()
+                for key, value in zip(SACStep.stat_names, means, strict=True):
                     self.writer.add_scalar(f"train/{key}", value, log.num_steps)
+                self.stat_sum = None
+
+    def run_update(self) -> torch.Tensor:
+        """One SAC update (compiled unless --no-compile); eager if compilation fails."""
+        if self.update is None:  # its Adam aliases the optimizers' state: load checkpoints first
+            step = SACStep(self.algorithm)
+            self.update = FastUpdate(self.algorithm, step, self.buffer, compile=self.args.compile)
+        try:
+            return self.update.run_step(self.args.batch_size)
+        except CompilationFailed as err:
+            print(f"--compile: compilation failed ({err}); running the same step eagerly")
+            self.update = FastUpdate(self.algorithm, self.update.step, self.buffer, compile=False)
+            return self.update.run_step(self.args.batch_size)
 
     def save_checkpoint(self) -> Path:
         payload = {
@@ -626,7 +634,6 @@ class SacRun:
             "algorithm": self.algorithm.state_dict(),
             "alpha_optim": self.algorithm.alpha._optim.state_dict(),
             "action_log": self.log.to_arrays(),
-            "buffer_rng": self.buffer._random_state.get_state(),
             "random_actions_rng": self.random_actions.bit_generator.state,
             "rng": rng_states(),
             "index": self.index,
@@ -669,14 +676,6 @@ class SacRun:
         write_json(self.snapshot_dir / SNAPSHOT_INDEX, self.index)
         self.writer.add_scalar("eval/return_mean", entry["return_mean"], step)
         return entry
-
-
-def add_transition(buffer, obs, action, reward, next_obs, terminated, truncated) -> None:
-    from tianshou.data import Batch
-
-    batch = Batch(obs=obs, act=action, rew=reward, terminated=terminated, truncated=truncated,
-                  obs_next=next_obs, info={})  # fmt: skip
-    buffer.add(batch)
 
 
 def rng_states() -> dict[str, Any]:
@@ -1075,6 +1074,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--eval-episodes", type=positive_int, default=10)
     t.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     t.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    t.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile the SAC update (torch.compile; a minute on a CPU, then faster updates)",
+    )
 
     e = modes.add_parser("export", help="copy the medium/expert snapshots and action log to commit")
     e.add_argument("--run-dir", required=True, help="a training run's folder (or its snapshots/)")
