@@ -28,8 +28,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "examples" / "atari"))
-sys.path.insert(0, str(HERE.parent / "examples" / "offline"))
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 EPISODE_LENGTH = 2000
@@ -42,7 +40,7 @@ def rss_bytes() -> int:
 
 
 def write_buffer(path: Path, transitions: int, seed: int = 0) -> float:
-    from atari_buffer import AtariBufferWriter
+    from tianshou_offline.data.atari_buffer import AtariBufferWriter
 
     rng = np.random.default_rng(seed)
     block = 1 << 16
@@ -81,7 +79,8 @@ def drop_from_page_cache(path: Path) -> None:
 def measure_load(path: str) -> dict:
     """Runs in a fresh process: load, sample, and convert, with timings and memory."""
     import torch
-    from atari_buffer import load_atari_buffer
+
+    from tianshou_offline.data.atari_buffer import load_atari_buffer
 
     before = rss_bytes()
     started = time.perf_counter()

@@ -26,9 +26,14 @@ import cv2
 import h5py
 import numpy as np
 
+from tianshou_offline.data.rl_unplugged_writer import (
+    Episode,
+    encode_png,
+    episode_records,
+    write_shard,
+)
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "examples" / "offline")]
-from rl_unplugged_synthetic import Episode, encode_png, episode_records, write_shard  # noqa: E402
 
 CONVERTER = REPO / "examples" / "offline" / "convert_rl_unplugged_atari.py"
 SEED_TRANSITIONS_PER_SECOND = 140  # the TensorFlow-based seed: about 1 hour per 500k shard

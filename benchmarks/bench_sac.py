@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples" / "offline"))
 
 WARMUP_STEPS = 1000  # random actions that fill the buffer before the timed steps
 
@@ -90,7 +88,8 @@ class PlainSAC:
     def update(self) -> None:
         idx = np.random.randint(self.size, size=self.batch_size)
         obs, act, rew, term, obs_next = (
-            torch.as_tensor(a[idx]) for a in (self.obs, self.act, self.rew, self.term, self.obs_next)
+            torch.as_tensor(a[idx])
+            for a in (self.obs, self.act, self.rew, self.term, self.obs_next)
         )
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
@@ -147,7 +146,7 @@ class ProjectLoop:
     """``make_d4rl_dataset.SacRun``, past its warm-up; ``step`` is what ``train`` calls."""
 
     def __init__(self, task: str, hidden: int, batch_size: int, compile: bool) -> None:
-        import make_d4rl_dataset
+        from tianshou_offline import dataset_maker as make_d4rl_dataset
 
         self.run_dir = tempfile.TemporaryDirectory()
         args = make_d4rl_dataset.parse_args(

@@ -27,15 +27,16 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import importlib.util
 import json
 import platform
 import sys
 import tempfile
 import time
 import traceback
+import types
 from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -44,8 +45,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples" / "offline"))
-sys.path.insert(0, str(ROOT / "examples" / "atari"))
 
 CONTINUOUS = ("bc", "bcq", "cql", "td3_bc")
 ATARI = ("atari_il", "atari_bcq", "atari_cql", "atari_crr")
@@ -125,7 +124,7 @@ def write_d4rl_file(path: Path, transitions: int, seed: int = 0) -> None:
 
 def atari_buffer(transitions: int, seed: int = 0):
     """A frame-stacking buffer built by the Atari loader's own constructor."""
-    from atari_buffer import buffer_from_columns
+    from tianshou_offline.data.atari_buffer import buffer_from_columns
 
     rng = np.random.default_rng(seed)
     terminated = np.zeros(transitions, dtype=bool)
@@ -147,25 +146,35 @@ def atari_buffer(transitions: int, seed: int = 0):
 SCRIPTS = {"bc": "d4rl_il", "bcq": "d4rl_bcq", "cql": "d4rl_cql", "td3_bc": "d4rl_td3_bc"}
 
 
+def load_script(name: str) -> types.ModuleType:
+    """``examples/offline/<name>.py`` as a module (its ``__main__`` block does not run)."""
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "examples" / "offline" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def script_algorithm(script: str, argv: list[str]):
-    """Run ``<script>.main(argv)`` up to training and return (algorithm, args, env spec)."""
-    module = __import__(script)
-    captured = {}
+    """What ``<script>.main(argv)`` trains, built as it builds it: (algorithm, args, env spec)."""
+    from tianshou_offline.run.d4rl import make_env_spec
+    from tianshou_offline.run.evaluation import seed_everything
 
-    def capture(algorithm, args, spec, algo_name):
-        captured.update(algorithm=algorithm, args=args, spec=spec)
-        return {}
-
-    with mock.patch.object(module, "train_or_watch", capture):
-        module.main(argv)
-    return captured["algorithm"], captured["args"], captured["spec"]
+    module = load_script(script)
+    args = module.get_args(argv)
+    seed_everything(args.seed)
+    spec = make_env_spec(args.task)
+    return module.build_algorithm(args, spec), args, spec
 
 
 def atari_algorithm(name: str, argv: list[str]):
     import gymnasium as gym
-    from atari_network import NatureCNN
 
-    module = __import__(name)
+    from tianshou_offline.atari.networks import NatureCNN
+
+    module = load_script(name)
     args = module.get_args(argv)
     algorithm = module.build_algorithm(args, NatureCNN(), gym.spaces.Discrete(NUM_ACTIONS))
     return algorithm.to(args.device), args
@@ -522,7 +531,7 @@ def fast_step(
 ) -> Callable[[], object] | None:
     """The fast path's update of ``algorithm`` (compiled, every variant), its compile seconds
     in ``row[key + "_compile_s"]``; None where the algorithm has none or it failed."""
-    from fast_update import make_fast_update
+    from tianshou_offline.updates.select import make_fast_update
 
     buffer = algorithm.process_buffer(buffer)
     fast = make_fast_update(algorithm, buffer, device, compile=not args.no_compile, **options)
@@ -645,8 +654,8 @@ def atari_row(name, buffer, device, args) -> dict:
 
 def data_load_row(device: torch.device, transitions: int, tmp: Path) -> dict:
     """Seconds from a D4RL-format file to the fast path's tensors on the training device."""
-    import d4rl_data
-    from fast_update import DeviceDataset
+    from tianshou_offline.data import d4rl as d4rl_data
+    from tianshou_offline.updates.core import DeviceDataset
 
     path = tmp / "bench.hdf5"
     write_d4rl_file(path, transitions)

@@ -45,12 +45,12 @@ grep '^{' "$OUT_DIR/bench.log" | cut -c1-400
 
 echo "== 2. d4rl_td3_bc.py end to end (limit ${E2E_LIMIT}s per run)"
 DATA="$OUT_DIR/synthetic-1m.hdf5"
-"$PYTHON" -c "
-import sys; sys.path.insert(0, 'benchmarks')
+data_file="$(realpath -m "$DATA")"
+(cd benchmarks && "$PYTHON" -c "
 from pathlib import Path
 from bench_updates import write_d4rl_file
-write_d4rl_file(Path('$DATA'), 1_000_000)
-"
+write_d4rl_file(Path('$data_file'), 1_000_000)
+")
 for mode in --no-eval-in-background --eval-in-background; do
     started=$(date +%s)
     data_path="$(realpath "$DATA")"

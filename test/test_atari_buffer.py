@@ -8,14 +8,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from atari_buffer import (
+from tianshou.data import Batch, ReplayBuffer
+
+from tianshou_offline.data.atari_buffer import (
     AtariBufferWriter,
     load_atari_buffer,
     save_atari_buffer,
     write_subset,
 )
-from safe_io import UserInputError
-from tianshou.data import Batch, ReplayBuffer
+from tianshou_offline.errors import UserInputError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "atari" / "atari_buffer.py"
 NUM_ACTIONS = 4

@@ -15,18 +15,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import atari_buffer
-import atari_il
 import numpy as np
 import pytest
 import torch
-from atari_buffer import load_atari_buffer, save_atari_buffer
-from atari_network import NatureCNN, QuantileNet
-from atari_task import load_atari_data
-from atari_wrapper import check_atari_task, make_atari_env, make_gym_atari_env
-from safe_io import UserInputError
+from example_scripts import load_script
 from tianshou.algorithm.modelfree.qrdqn import QRDQNPolicy
 from tianshou.data import Collector, VectorReplayBuffer
+
+from tianshou_offline.atari.env import check_atari_task, make_atari_env, make_gym_atari_env
+from tianshou_offline.atari.networks import NatureCNN, QuantileNet
+from tianshou_offline.data import atari_buffer
+from tianshou_offline.data.atari_buffer import load_atari_buffer, save_atari_buffer
+from tianshou_offline.errors import UserInputError
+from tianshou_offline.run.atari import load_atari_data
+
+atari_il = load_script("atari_il")
 
 REPO = Path(__file__).resolve().parents[1]
 QRDQN = REPO / "examples" / "atari" / "atari_qrdqn.py"

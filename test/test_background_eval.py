@@ -14,18 +14,22 @@ from functools import partial
 from pathlib import Path
 from unittest import mock
 
-import d4rl_td3_bc
 import gymnasium as gym
 import pytest
 import torch
-import training
-from background_eval import BackgroundEvaluator
-from d4rl_task import make_eval_envs
-from safe_io import UserInputError
+from example_scripts import load_script
 from tianshou.algorithm.modelfree.ddpg import ContinuousDeterministicPolicy
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic
-from training import EvalSetup, OfflineRun
+
+from tianshou_offline.errors import UserInputError
+from tianshou_offline.run import training
+from tianshou_offline.run.background_eval import BackgroundEvaluator
+from tianshou_offline.run.d4rl import make_eval_envs
+from tianshou_offline.run.evaluation import EvalSetup
+from tianshou_offline.run.training import OfflineRun
+
+d4rl_td3_bc = load_script("d4rl_td3_bc")
 
 TINY = ["--task", "Hopper-v2", "--hidden-sizes", "32", "32", "--test-num", "2", "--no-progress"]
 # Seed 0 on random_hopper: the best evaluation is epoch 2's, not the last, so policy_best.pth must

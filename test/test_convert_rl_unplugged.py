@@ -11,16 +11,30 @@ import sys
 import threading
 from pathlib import Path
 
-import convert_rl_unplugged_atari as converter
 import cv2
 import numpy as np
 import pytest
-from atari_buffer import load_atari_buffer
-from rl_unplugged_synthetic import ZERO_FRAME, Episode, encode_png, episode_records, write_shard
-from safe_io import UserInputError
-from tfrecord import encode_example, frame_record, masked_crc32c, read_gzip_tfrecords
 
-SCRIPT = Path(converter.__file__).resolve()
+from tianshou_offline.data import rl_unplugged as converter
+from tianshou_offline.data.atari_buffer import load_atari_buffer
+from tianshou_offline.data.rl_unplugged_writer import (
+    ZERO_FRAME,
+    Episode,
+    encode_png,
+    episode_records,
+    write_shard,
+)
+from tianshou_offline.data.tfrecord import (
+    encode_example,
+    frame_record,
+    masked_crc32c,
+    read_gzip_tfrecords,
+)
+from tianshou_offline.errors import UserInputError
+
+SCRIPT = (
+    Path(__file__).resolve().parents[1] / "examples" / "offline" / "convert_rl_unplugged_atari.py"
+)
 GAME = "Breakout"  # 4 actions
 SHARD_0 = "run_1-00000-of-00100"
 

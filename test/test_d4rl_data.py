@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import d4rl_data
 import gymnasium
 import h5py
 import numpy as np
 import pytest
-from d4rl_data import (
+
+from tianshou_offline.data import d4rl as d4rl_data
+from tianshou_offline.data.d4rl import (
     dataset_path,
     download_d4rl,
     gym_task_id,
@@ -27,7 +28,7 @@ from d4rl_data import (
     normalize_obs,
     normalized_score,
 )
-from safe_io import UserInputError
+from tianshou_offline.errors import UserInputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,8 +232,8 @@ def test_unknown_dataset_name_suggests_close_names():
 
 def test_error_exits_2_without_traceback(tmp_path):
     code = (
-        "import sys; sys.path.insert(0, 'examples/offline');"
-        "from safe_io import run_main; from d4rl_data import load_d4rl_buffer;"
+        "from tianshou_offline.errors import run_main;"
+        "from tianshou_offline.data.d4rl import load_d4rl_buffer;"
         f"run_main(lambda: load_d4rl_buffer({str(tmp_path / 'missing.hdf5')!r}))"
     )
     result = subprocess.run(

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import d4rl_bcq
-import d4rl_cql
-import d4rl_il
-import d4rl_td3_bc
 import gymnasium as gym
 import numpy as np
 import pytest
+from example_scripts import load_script
+
+d4rl_bcq = load_script("d4rl_bcq")
+d4rl_cql = load_script("d4rl_cql")
+d4rl_il = load_script("d4rl_il")
+d4rl_td3_bc = load_script("d4rl_td3_bc")
 
 BUNDLED = Path(__file__).resolve().parents[1] / "examples/offline/data/hopper-made-medium-50k.hdf5"
 COMMON = ["--task", "Hopper-v2", "--expert-data-task", str(BUNDLED), "--seed", "0"]

@@ -17,15 +17,18 @@ import time
 from pathlib import Path
 from unittest import mock
 
-import d4rl_bcq
-import d4rl_cql
-import d4rl_il
-import d4rl_td3_bc
 import h5py
 import numpy as np
 import pytest
 import torch
-from safe_io import UserInputError
+from example_scripts import load_script
+
+from tianshou_offline.errors import UserInputError
+
+d4rl_bcq = load_script("d4rl_bcq")
+d4rl_cql = load_script("d4rl_cql")
+d4rl_il = load_script("d4rl_il")
+d4rl_td3_bc = load_script("d4rl_td3_bc")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFLINE_DIR = REPO_ROOT / "examples" / "offline"
@@ -95,8 +98,9 @@ def test_resume_after_kill_finishes_the_same_run(random_hopper, tmp_path):
     resumed = d4rl_td3_bc.main(argv + ["--logdir", str(logdir), "--resume-path", str(directory)])
     assert resumed["gradient_steps"] == uninterrupted["gradient_steps"] == 180
     assert resumed["log_path"] == str(directory)
-    whole, after_resume = state_of(Path(uninterrupted["log_path"]) / "policy_last.pth"), state_of(
-        directory / "policy_last.pth"
+    whole, after_resume = (
+        state_of(Path(uninterrupted["log_path"]) / "policy_last.pth"),
+        state_of(directory / "policy_last.pth"),
     )
     for key, value in whole.items():
         torch.testing.assert_close(after_resume[key], value, msg=key)
@@ -202,7 +206,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
 def test_compile_default_follows_device_and_run_length():
     """--compile unset: on for CUDA; on the CPU only where the run is long enough to pay back the
     compile time (the scripts' 1M-step defaults are, a test's few hundred steps are not)."""
-    from training import COMPILE_PAYS_FROM_STEPS, _use_fast_update
+    from tianshou_offline.run.training import COMPILE_PAYS_FROM_STEPS, _use_fast_update
 
     def use(device: str, epochs: int, steps: int, compile_flag: bool | None = None) -> bool:
         args = argparse.Namespace(

@@ -11,19 +11,22 @@ A random policy scores about 22; the data's 41 episodes average 488 (2 end with 
 
 from __future__ import annotations
 
-import atari_bcq
-import atari_cql
-import atari_crr
-import atari_il
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from example_scripts import load_script
 from tianshou.data import Collector, ReplayBuffer
 from tianshou.env import DummyVectorEnv
 from tianshou.trainer import OfflineTrainerParams
 from tianshou.utils.net.common import Net
-from training import seed_everything
+
+from tianshou_offline.run.evaluation import seed_everything
+
+atari_bcq = load_script("atari_bcq")
+atari_cql = load_script("atari_cql")
+atari_crr = load_script("atari_crr")
+atari_il = load_script("atari_il")
 
 TASK = "CartPole-v1"
 DATA_SIZE = 20_000

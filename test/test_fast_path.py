@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from example_scripts import build_d4rl_algorithm
+from parity import assert_same_state, step_both_ways
 from tianshou.algorithm.algorithm_base import policy_within_training_step
 from tianshou.data import ReplayBuffer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from bench_updates import script_algorithm  # noqa: E402
-from fast_update import DeviceDataset, FastUpdate, functional_step, make_fast_update  # noqa: E402
+from tianshou_offline.updates.core import DeviceDataset, FastUpdate
+from tianshou_offline.updates.select import functional_step, make_fast_update
 
 TINY = ["--hidden-sizes", "32", "32", "--device", "cpu"]
 CASES = {
@@ -52,61 +51,13 @@ def random_buffer(size: int, obs_dim: int, act_dim: int, seed: int = 0) -> Repla
     )
 
 
+ENSEMBLE_CASES = ["td3_bc", "cql", "cal_ql"]  # the twin critics as one vmapped network
+
+
 @pytest.fixture(scope="module")
 def built() -> dict:
     torch.set_num_threads(1)
-    return {name: script_algorithm(script, argv) for name, (script, argv) in CASES.items()}
-
-
-def assert_same_state(plain, fast, atol: float = 1e-5) -> None:
-    plain_state, fast_state = plain.state_dict(), fast.state_dict()
-    assert plain_state.keys() == fast_state.keys()
-    flat_plain = _flatten(plain_state)
-    flat_fast = _flatten(fast_state)
-    assert flat_plain.keys() == flat_fast.keys()
-    for key, value in flat_plain.items():
-        if isinstance(value, torch.Tensor):
-            torch.testing.assert_close(
-                flat_fast[key].to(value.device, value.dtype), value, atol=atol, rtol=1e-4, msg=key
-            )
-        else:
-            assert flat_fast[key] == value, key
-
-
-def _flatten(tree, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        out = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}/"))
-        return out
-    if isinstance(tree, list | tuple):
-        out = {}
-        for i, value in enumerate(tree):
-            out.update(_flatten(value, f"{prefix}{i}/"))
-        return out
-    return {prefix: tree}
-
-
-def step_both_ways(plain, step, data, buffer: ReplayBuffer, *, steps: int, batch_size: int) -> None:
-    """``steps`` updates of Tianshou's ``_preprocess_batch`` + ``_update_with_batch`` on ``plain``
-    and of the fast ``step`` on the same batches and random numbers; the losses must agree."""
-    rng = np.random.default_rng(1)
-    for i in range(steps):
-        indices = rng.integers(0, len(buffer), batch_size)
-        torch.manual_seed(100 + i)  # same random numbers (noise, samples) on both paths
-        with policy_within_training_step(plain.policy):
-            batch = plain._preprocess_batch(buffer[indices], buffer, indices)
-            expected = plain._update_with_batch(batch).get_loss_stats_dict()
-        torch.manual_seed(100 + i)
-        values = step(data.gather(torch.as_tensor(indices)), step.variant())
-        step.advance()
-        got = step.to_stats(values.tolist()).get_loss_stats_dict()
-        assert got.keys() == expected.keys()
-        for key in expected:
-            assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), (i, key)
-
-
-ENSEMBLE_CASES = ["td3_bc", "cql", "cal_ql"]  # the twin critics as one vmapped network
+    return {name: build_d4rl_algorithm(script, argv) for name, (script, argv) in CASES.items()}
 
 
 @pytest.mark.parametrize(

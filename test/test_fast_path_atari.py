@@ -13,28 +13,28 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
-import atari_bcq
-import atari_cql
-import atari_crr
-import atari_il
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from atari_buffer import buffer_from_columns
-from atari_network import NatureCNN
-from fast_update import DeviceDataset, device_dataset, functional_step, make_fast_update
-from fast_update_atari import FrameStackDataset
+from example_scripts import load_script
+from parity import assert_same_state, step_both_ways
 from tianshou.data import Batch, ReplayBuffer
 from tianshou.utils.net.common import ActionReprNetWithVectorOutput, Net
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_fast_path import assert_same_state, step_both_ways  # noqa: E402
+from tianshou_offline.atari.networks import NatureCNN
+from tianshou_offline.data.atari_buffer import buffer_from_columns
+from tianshou_offline.updates.core import DeviceDataset
+from tianshou_offline.updates.discrete import FrameStackDataset
+from tianshou_offline.updates.select import device_dataset, functional_step, make_fast_update
+
+atari_bcq = load_script("atari_bcq")
+atari_cql = load_script("atari_cql")
+atari_crr = load_script("atari_crr")
+atari_il = load_script("atari_il")
 
 NUM_ACTIONS = 4
 FRAME = 10

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import gymnasium as gym
 import h5py
-import make_d4rl_dataset as tool
 import numpy as np
 import pytest
 import torch
-from safe_io import UserInputError
 
-OFFLINE_DIR = Path(tool.__file__).resolve().parent
+from tianshou_offline import dataset_maker as tool
+from tianshou_offline.errors import UserInputError
+
+OFFLINE_DIR = Path(__file__).resolve().parents[1] / "examples" / "offline"
 HOPPER_SNAPSHOTS = OFFLINE_DIR / "snapshots" / "hopper"
 BUNDLED = OFFLINE_DIR / "data" / "hopper-made-medium-50k.hdf5"
 NUM_TRANSITIONS = 3000
@@ -203,7 +204,9 @@ def test_compiled_sac_step_equals_the_eager_step(tmp_path):
             torch.testing.assert_close(compiled_state[key], value, rtol=1e-5, atol=1e-5)
     # and the step moved the networks: five real updates, not a no-op
     fresh = _sac_run(tmp_path, "fresh", False).algorithm.state_dict()
-    moved = [k for k, v in fresh.items() if k != "_optimizers" and not torch.equal(v, eager_state[k])]
+    moved = [
+        k for k, v in fresh.items() if k != "_optimizers" and not torch.equal(v, eager_state[k])
+    ]
     assert any("critic" in k for k in moved) and any("actor" in k for k in moved)
     assert any("_log_alpha" in k for k in moved)
 
@@ -220,7 +223,7 @@ def test_train_continues_the_same_run_after_kill_9(tmp_path):
     common = ["train", "--task", "hopper", "--hidden-sizes", "16", "--batch-size", "16",
               "--start-steps", "100", "--snapshot-every", "150", "--checkpoint-every", "50",
               "--eval-episodes", "1", "--seed", "3", "--no-compile"]  # fmt: skip
-    script = str(OFFLINE_DIR / "make_d4rl_dataset.py")
+    script = str(OFFLINE_DIR / "make_d4rl_dataset.py")  # the command line, as users run it
     whole = tmp_path / "whole"
     subprocess.run([sys.executable, script, *common, "--steps", "300", "--run-dir", str(whole)],
                    check=True, capture_output=True)  # fmt: skip

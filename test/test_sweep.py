@@ -7,15 +7,17 @@ import json
 import math
 from pathlib import Path
 
-import aggregate_results
 import numpy as np
 import pytest
 import ray
-import sweep
-from conftest import write_random_hopper
-from safe_io import UserInputError
+from made_data import write_random_hopper
+
+from tianshou_offline.errors import UserInputError
+from tianshou_offline.results import aggregate as aggregate_results
+from tianshou_offline.results import sweep
 
 # a few hundred gradient steps of tiny networks, one evaluation episode
+SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "examples" / "offline"
 TINY = ["--epoch", "2", "--epoch-num-steps", "100", "--hidden-sizes", "32", "32", "--test-num", "1"]
 
 
@@ -47,7 +49,12 @@ def test_grid_runs_once_failures_are_reported_and_finished_runs_are_skipped(
 ):
     sweep_dir = tmp_path / "sweep"
     grid = sweep.make_grid(
-        ["d4rl_il", "d4rl_td3_bc.py"], [str(hopper_data)], [0, 1], sweep_dir, TINY
+        ["d4rl_il", "d4rl_td3_bc.py"],
+        [str(hopper_data)],
+        [0, 1],
+        sweep_dir,
+        TINY,
+        scripts_dir=SCRIPTS_DIR,
     )
     assert [(p.script.name, p.seed, p.task) for p in grid] == [
         ("d4rl_il.py", 0, "Hopper-v2"),
@@ -57,15 +64,16 @@ def test_grid_runs_once_failures_are_reported_and_finished_runs_are_skipped(
     ]
     assert grid[3].run_dir == sweep_dir / "hopper-tiny" / "d4rl_td3_bc" / "seed1"
     # a script that crashes at once: reported, and the other runs go on
-    broken_script = tmp_path / "d4rl_broken.py"
+    (tmp_path / "broken").mkdir()  # a broken copy of a script the sweep knows
+    broken_script = tmp_path / "broken" / "d4rl_il.py"
     broken_script.write_text("import sys\nprint('broken on purpose')\nsys.exit(3)\n")
-    broken_dir = sweep_dir / "hopper-tiny" / "d4rl_broken" / "seed0"
+    broken_dir = sweep_dir / "hopper-tiny" / "d4rl_il_broken" / "seed0"
     broken = sweep.GridPoint(broken_script, str(hopper_data), None, 0, broken_dir)
 
     skipped, finished, failed = sweep.run_grid([*grid, broken], TINY, cpus_per_run=1)
     assert (skipped, sorted(map(str, finished)), failed) == ([], sorted(map(str, grid)), [broken])
     out = capsys.readouterr().out
-    assert f"d4rl_broken hopper-tiny seed 0: FAILED (exit code 3), see {broken.log_file}" in out
+    assert f"d4rl_il hopper-tiny seed 0: FAILED (exit code 3), see {broken.log_file}" in out
     assert "broken on purpose" in broken.log_file.read_text()
 
     mtimes = {}
@@ -100,30 +108,40 @@ def test_grid_runs_once_failures_are_reported_and_finished_runs_are_skipped(
 
 def test_grid_arguments(hopper_data, tmp_path):
     with pytest.raises(UserInputError, match="--seed is set by the sweep"):
-        sweep.make_grid(["d4rl_il"], [str(hopper_data)], [0], tmp_path, ["--seed", "3"])
+        sweep.make_grid(
+            ["d4rl_il"], [str(hopper_data)], [0], tmp_path, ["--seed", "3"], scripts_dir=SCRIPTS_DIR
+        )
     with pytest.raises(UserInputError, match="no script 'd4rl_nope'.*d4rl_cql"):
-        sweep.make_grid(["d4rl_nope"], [str(hopper_data)], [0], tmp_path, [])
+        sweep.make_grid(
+            ["d4rl_nope"], [str(hopper_data)], [0], tmp_path, [], scripts_dir=SCRIPTS_DIR
+        )
     with pytest.raises(UserInputError, match="dataset file missing.hdf5 not found"):
-        sweep.make_grid(["d4rl_il"], ["missing.hdf5"], [0], tmp_path, [])
+        sweep.make_grid(["d4rl_il"], ["missing.hdf5"], [0], tmp_path, [], scripts_dir=SCRIPTS_DIR)
     copy = tmp_path / "other" / hopper_data.name
     copy.parent.mkdir()
     copy.write_bytes(hopper_data.read_bytes())
     with pytest.raises(UserInputError, match="share the run directory 'hopper-tiny'"):
-        sweep.make_grid(["d4rl_il"], [str(hopper_data), str(copy)], [0], tmp_path, [])
+        sweep.make_grid(
+            ["d4rl_il"], [str(hopper_data), str(copy)], [0], tmp_path, [], scripts_dir=SCRIPTS_DIR
+        )
 
     # tasks: from D4RL-style names, given as TASK=DATASET, or left to a passed-through --task
     assert sweep.d4rl_task_of("halfcheetah-medium-v2") == "HalfCheetah-v2"
     assert sweep.d4rl_task_of("/data/walker2d-made-expert-1m.hdf5") == "Walker2d-v2"
     assert sweep.d4rl_task_of("pong-expert.hdf5") is None
-    (point,) = sweep.make_grid(["d4rl_il"], [f"Hopper-v3={copy}"], [5], tmp_path, [])
+    (point,) = sweep.make_grid(
+        ["d4rl_il"], [f"Hopper-v3={copy}"], [5], tmp_path, [], scripts_dir=SCRIPTS_DIR
+    )
     assert (point.task, point.run_dir.parent.parent.name) == ("Hopper-v3", "Hopper-v3_hopper-tiny")
-    (point,) = sweep.make_grid(["d4rl_il"], [str(copy)], [5], tmp_path, ["--task", "Hopper-v3"])
+    (point,) = sweep.make_grid(
+        ["d4rl_il"], [str(copy)], [5], tmp_path, ["--task", "Hopper-v3"], scripts_dir=SCRIPTS_DIR
+    )
     assert point.task is None
 
     # the command; a run with a checkpoint continues from it
     command = point.command(["--epoch", "3"])
     assert command[1:] == [
-        str(sweep.HERE / "d4rl_il.py"), "--expert-data-task", str(copy), "--seed", "5",
+        str(SCRIPTS_DIR / "d4rl_il.py"), "--expert-data-task", str(copy), "--seed", "5",
         "--run-dir", str(point.run_dir), "--no-progress", "--epoch", "3",
     ]  # fmt: skip
     point.run_dir.mkdir(parents=True)

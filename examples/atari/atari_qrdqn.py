@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +34,18 @@ from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "offline"))
-from atari_buffer import save_atari_buffer  # noqa: E402
-from atari_network import NatureCNN, QuantileNet  # noqa: E402
-from atari_wrapper import (  # noqa: E402
+from tianshou_offline.atari.env import (
     FRAME_STACK,
     add_atari_env_args,
     evaluation_buffer,
     make_atari_env,
 )
-from safe_io import UserInputError, atomic_write, run_main  # noqa: E402
-from training import load_policy, save_state, seed_everything  # noqa: E402
+from tianshou_offline.atari.networks import NatureCNN, QuantileNet
+from tianshou_offline.data.atari_buffer import save_atari_buffer
+from tianshou_offline.errors import UserInputError, run_main
+from tianshou_offline.files import atomic_write
+from tianshou_offline.run.evaluation import seed_everything
+from tianshou_offline.run.training import load_policy, save_state
 
 POLICY_NAME = "policy.pth"
 

@@ -11,19 +11,22 @@ the baseline every offline RL algorithm has to beat. One epoch is 10,000 gradien
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import gymnasium as gym
-from atari_task import add_atari_offline_args, load_atari_data, make_test_envs, train_or_watch
-from safe_io import run_main
 from tianshou.algorithm.imitation.imitation_base import ImitationPolicy, OfflineImitationLearning
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import ModuleWithVectorOutput
-from training import add_training_args, seed_everything
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "atari"))
-from atari_network import NatureCNN, logits_head  # noqa: E402
+from tianshou_offline.atari.networks import NatureCNN, logits_head
+from tianshou_offline.errors import run_main
+from tianshou_offline.run.atari import (
+    add_atari_offline_args,
+    load_atari_data,
+    make_test_envs,
+    train_or_watch,
+)
+from tianshou_offline.run.evaluation import seed_everything
+from tianshou_offline.run.training import add_training_args
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,14 +11,22 @@ Network sizes follow the paper: 400x300 actor and critics, 750x750 VAE.
 
 import argparse
 
-from d4rl_task import add_d4rl_args, make_critic, make_env_spec, train_or_watch
-from safe_io import run_main
 from tianshou.algorithm import BCQ
 from tianshou.algorithm.imitation.bcq import BCQPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import MLP, Net
 from tianshou.utils.net.continuous import VAE, Perturbation
-from training import add_training_args, seed_everything
+
+from tianshou_offline.errors import run_main
+from tianshou_offline.run.d4rl import (
+    EnvSpec,
+    add_d4rl_args,
+    make_critic,
+    make_env_spec,
+    train_or_watch,
+)
+from tianshou_offline.run.evaluation import seed_everything
+from tianshou_offline.run.training import add_training_args
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,10 +49,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = get_args(argv)
-    seed_everything(args.seed)
-    spec = make_env_spec(args.task)
+def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> BCQ:
+    """The VAE, perturbation actor, twin critics and BCQ, exactly as main() trains them."""
     latent_dim = args.latent_dim or 2 * spec.act_dim
 
     # networks: perturbation actor xi(s, a), twin critics Q(s, a), VAE over (s, a)
@@ -90,6 +96,14 @@ def main(argv: list[str] | None = None) -> dict:
         tau=args.tau,
         lmbda=args.lmbda,
     ).to(args.device)
+    return algorithm
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_args(argv)
+    seed_everything(args.seed)
+    spec = make_env_spec(args.task)
+    algorithm = build_algorithm(args, spec)
 
     # data, training and evaluation
     return train_or_watch(algorithm, args, spec, algo_name="bcq")

@@ -13,14 +13,22 @@ Networks as in CQL's paper and CORL: three hidden layers of 256.
 
 import argparse
 
-from d4rl_task import add_d4rl_args, make_critic, make_env_spec, train_or_watch
-from safe_io import run_main
 from tianshou.algorithm import CQL
 from tianshou.algorithm.modelfree.sac import AutoAlpha, SACPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic
-from training import add_training_args, seed_everything
+
+from tianshou_offline.errors import run_main
+from tianshou_offline.run.d4rl import (
+    EnvSpec,
+    add_d4rl_args,
+    make_critic,
+    make_env_spec,
+    train_or_watch,
+)
+from tianshou_offline.run.evaluation import seed_everything
+from tianshou_offline.run.training import add_training_args
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,11 +63,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = get_args(argv)
-    seed_everything(args.seed)
-    spec = make_env_spec(args.task)
-
+def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> CQL:
+    """The actor, twin critics and CQL, exactly as main() trains them."""
     # networks: a tanh-Gaussian actor and twin critics Q(s, a)
     actor = ContinuousActorProbabilistic(
         preprocess_net=Net(state_shape=spec.obs_dim, hidden_sizes=args.hidden_sizes),
@@ -93,6 +98,14 @@ def main(argv: list[str] | None = None) -> dict:
         min_action=-spec.max_action,
         max_action=spec.max_action,
     ).to(args.device)
+    return algorithm
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_args(argv)
+    seed_everything(args.seed)
+    spec = make_env_spec(args.task)
+    algorithm = build_algorithm(args, spec)
 
     # data, training and evaluation
     return train_or_watch(algorithm, args, spec, algo_name="cql")

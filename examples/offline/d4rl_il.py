@@ -9,13 +9,15 @@ every offline RL algorithm has to beat, and a strong one on expert data.
 
 import argparse
 
-from d4rl_task import add_d4rl_args, make_env_spec, train_or_watch
-from safe_io import run_main
 from tianshou.algorithm.imitation.imitation_base import ImitationPolicy, OfflineImitationLearning
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic
-from training import add_training_args, seed_everything
+
+from tianshou_offline.errors import run_main
+from tianshou_offline.run.d4rl import EnvSpec, add_d4rl_args, make_env_spec, train_or_watch
+from tianshou_offline.run.evaluation import seed_everything
+from tianshou_offline.run.training import add_training_args
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,11 +29,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = get_args(argv)
-    seed_everything(args.seed)
-    spec = make_env_spec(args.task)
-
+def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> OfflineImitationLearning:
+    """The actor and behaviour cloning, exactly as main() trains them."""
     # network: s -> a, squashed to the action range
     actor = ContinuousActorDeterministic(
         preprocess_net=Net(state_shape=spec.obs_dim, hidden_sizes=args.hidden_sizes),
@@ -44,6 +43,14 @@ def main(argv: list[str] | None = None) -> dict:
     algorithm = OfflineImitationLearning(policy=policy, optim=AdamOptimizerFactory(lr=args.lr)).to(
         args.device
     )
+    return algorithm
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_args(argv)
+    seed_everything(args.seed)
+    spec = make_env_spec(args.task)
+    algorithm = build_algorithm(args, spec)
 
     # data, training and evaluation
     return train_or_watch(algorithm, args, spec, algo_name="il")

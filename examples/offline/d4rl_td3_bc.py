@@ -10,15 +10,23 @@ Observations are normalised with the dataset's statistics (``--norm-obs 1``, as 
 
 import argparse
 
-from d4rl_task import add_d4rl_args, make_critic, make_env_spec, train_or_watch
-from safe_io import run_main
 from tianshou.algorithm import TD3BC
 from tianshou.algorithm.modelfree.ddpg import ContinuousDeterministicPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.exploration import GaussianNoise
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic
-from training import add_training_args, seed_everything
+
+from tianshou_offline.errors import run_main
+from tianshou_offline.run.d4rl import (
+    EnvSpec,
+    add_d4rl_args,
+    make_critic,
+    make_env_spec,
+    train_or_watch,
+)
+from tianshou_offline.run.evaluation import seed_everything
+from tianshou_offline.run.training import add_training_args
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,11 +44,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = get_args(argv)
-    seed_everything(args.seed)
-    spec = make_env_spec(args.task)
-
+def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> TD3BC:
+    """The actor, twin critics and TD3+BC, exactly as main() trains them."""
     # networks: a deterministic actor and twin critics Q(s, a)
     actor = ContinuousActorDeterministic(
         preprocess_net=Net(state_shape=spec.obs_dim, hidden_sizes=args.hidden_sizes),
@@ -69,6 +74,14 @@ def main(argv: list[str] | None = None) -> dict:
         noise_clip=args.noise_clip,
         alpha=args.alpha,
     ).to(args.device)
+    return algorithm
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_args(argv)
+    seed_everything(args.seed)
+    spec = make_env_spec(args.task)
+    algorithm = build_algorithm(args, spec)
 
     # data, training and evaluation
     return train_or_watch(algorithm, args, spec, algo_name="td3_bc")

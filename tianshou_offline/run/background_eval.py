@@ -40,10 +40,11 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import torch
-from safe_io import UserInputError
 from tianshou.algorithm.algorithm_base import Policy
 from tianshou.data import CollectStats
-from training import EvalSetup, SeededEvalCollector, seed_everything
+
+from tianshou_offline.errors import UserInputError
+from tianshou_offline.run.evaluation import EvalSetup, SeededEvalCollector, seed_everything
 
 # How often a waiting side checks that the other side is still alive.
 _LIVENESS_CHECK_SECONDS = 1.0

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from safe_io import UserInputError
-from d4rl_data import load_d4rl_buffer, make_env, normalize_obs, normalized_score
 from tianshou.algorithm.algorithm_base import Algorithm
 from tianshou.data import Collector, ReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv, VectorEnvNormObs
 from tianshou.utils import RunningMeanStd
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousCritic
-from training import EvalSetup, OfflineRun, SeededEvalCollector, load_policy, make_log_path
+
+from tianshou_offline.data.d4rl import load_d4rl_buffer, make_env, normalize_obs, normalized_score
+from tianshou_offline.errors import UserInputError
+from tianshou_offline.run.evaluation import EvalSetup, SeededEvalCollector
+from tianshou_offline.run.training import OfflineRun, load_policy, make_log_path
 
 # D4RL's own default pairing: --task picks the evaluation environment, --expert-data-task the data.
 DEFAULT_TASK = "HalfCheetah-v2"

@@ -40,26 +40,27 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
-from fast_update import FastUpdate, make_fast_update
-from safe_io import UserInputError, atomic_write
-from tianshou.algorithm.algorithm_base import Algorithm, Policy, policy_within_training_step
+from tianshou.algorithm.algorithm_base import Algorithm, policy_within_training_step
 from tianshou.data import Collector, CollectStats, ReplayBuffer
-from tianshou.env import BaseVectorEnv
 from tianshou.trainer import OfflineTrainer, OfflineTrainerParams
 from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
 
-if TYPE_CHECKING:
-    from background_eval import BackgroundEvaluator, EvalResult
-
-CHECKPOINT_NAME = "checkpoint.pth"
-BEST_POLICY_NAME = "policy_best.pth"
-LAST_POLICY_NAME = "policy_last.pth"
-SUMMARY_NAME = "summary.json"
+from tianshou_offline.errors import UserInputError
+from tianshou_offline.files import atomic_write
+from tianshou_offline.run.background_eval import BackgroundEvaluator, EvalResult
+from tianshou_offline.run.summary import (
+    BEST_POLICY_NAME,
+    CHECKPOINT_NAME,
+    LAST_POLICY_NAME,
+    SUMMARY_NAME,
+)
+from tianshou_offline.updates.core import FastUpdate
+from tianshou_offline.updates.select import make_fast_update
 
 # On the CPU, compiling the fast step takes 10-65 s (more under load) and saves 2-8 ms per
 # update at the scripts' default sizes (benchmarks/README.md, one-run table: BC 181 -> 298 upd/s,
@@ -130,12 +131,6 @@ def add_training_args(
     )
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def make_log_path(args: argparse.Namespace, task: str, algo_name: str) -> Path:
     """``<logdir>/<task>/<algo>/<seed>-<time>``, or ``--run-dir`` as given; a resumed run
     continues in its own directory."""
@@ -186,56 +181,6 @@ def load_policy(
 def _resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path).expanduser()
     return path / CHECKPOINT_NAME if path.is_dir() else path
-
-
-@dataclass(frozen=True)
-class EvalSetup:
-    """How a test collector is made, as picklable builders (top-level functions, or
-    ``functools.partial`` of them; no lambdas): ``--eval-in-background`` sends it to a worker
-    process, which builds the same evaluation there."""
-
-    make_envs: Callable[[], BaseVectorEnv]
-    seed: int
-    exploration_noise: bool = False
-    make_buffer: Callable[[], ReplayBuffer] | None = None  # None: Collector's default buffer
-
-
-class SeededEvalCollector(Collector[CollectStats]):
-    """An evaluation collector whose every reset restarts the environments from the same seeds.
-
-    Every evaluation of a run then plays the same episode starts, so scores are comparable
-    across epochs, across a resume, and with ``--watch`` of a saved policy.
-    """
-
-    # how this collector was made, where it was made by ``from_setup``
-    setup: EvalSetup | None = None
-
-    def __init__(
-        self, policy: Algorithm | Policy, envs: BaseVectorEnv, seed: int, **collector_kwargs: Any
-    ) -> None:
-        """``collector_kwargs`` go to ``Collector`` (e.g. ``buffer``, ``exploration_noise``)."""
-        self._eval_seed = seed
-        super().__init__(policy, envs, **collector_kwargs)
-
-    @classmethod
-    def from_setup(
-        cls, policy: Algorithm | Policy, setup: EvalSetup, envs: BaseVectorEnv | None = None
-    ) -> SeededEvalCollector:
-        """The collector ``setup`` describes; ``envs``: environments already made by
-        ``setup.make_envs`` (else it is called). The collector keeps ``setup``."""
-        collector = cls(
-            policy,
-            envs if envs is not None else setup.make_envs(),
-            setup.seed,
-            buffer=setup.make_buffer() if setup.make_buffer is not None else None,
-            exploration_noise=setup.exploration_noise,
-        )
-        collector.setup = setup
-        return collector
-
-    def reset_env(self, gym_reset_kwargs: dict[str, Any] | None = None) -> Any:
-        self.env.seed(self._eval_seed)
-        return super().reset_env(gym_reset_kwargs)
 
 
 class _RunLogger(TensorboardLogger):
@@ -456,8 +401,6 @@ class OfflineRun:
 
     def _start_background_evaluator(self, test_collector: Collector) -> BackgroundEvaluator:
         # imported here: background_eval imports this module, and only this option needs it
-        from background_eval import BackgroundEvaluator
-
         setup = getattr(test_collector, "setup", None)
         if setup is None:
             raise ValueError(

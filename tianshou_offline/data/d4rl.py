@@ -26,7 +26,9 @@ import gymnasium
 import h5py
 import numpy as np
 from numba import njit
-from safe_io import UserInputError, download
+
+from tianshou_offline.errors import UserInputError
+from tianshou_offline.files import download
 
 if TYPE_CHECKING:  # tianshou (torch) takes seconds to import; only building the buffer needs it
     from tianshou.data import ReplayBuffer

@@ -8,21 +8,20 @@ work on any feature extractor: ``NatureCNN`` here, an MLP in the CartPole tests.
 from __future__ import annotations
 
 import argparse
-import sys
 from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
 import h5py
-from safe_io import UserInputError
 from tianshou.algorithm.algorithm_base import Algorithm
 from tianshou.data import ReplayBuffer
 from tianshou.env import BaseVectorEnv
-from training import EvalSetup, OfflineRun, SeededEvalCollector, load_policy, make_log_path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "atari"))
-from atari_buffer import load_atari_buffer  # noqa: E402
-from atari_wrapper import add_atari_env_args, evaluation_buffer, make_atari_env  # noqa: E402
+from tianshou_offline.atari.env import add_atari_env_args, evaluation_buffer, make_atari_env
+from tianshou_offline.data.atari_buffer import load_atari_buffer
+from tianshou_offline.errors import UserInputError
+from tianshou_offline.run.evaluation import EvalSetup, SeededEvalCollector
+from tianshou_offline.run.training import OfflineRun, load_policy, make_log_path
 
 RL_UNPLUGGED_SOURCE = "rl_unplugged"
 

@@ -26,9 +26,10 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TimeLimit
-from safe_io import UserInputError
 from tianshou.data import VectorReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv, ShmemVectorEnv
+
+from tianshou_offline.errors import UserInputError
 
 try:
     import envpool

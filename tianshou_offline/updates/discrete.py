@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fast_update import Batch, FunctionalAdam, FunctionalStep, LaggedParams, Params, _sub_params
 from tianshou.algorithm import DiscreteBCQ, DiscreteCQL, DiscreteCRR
 from tianshou.algorithm.algorithm_base import Algorithm, TrainingStats
 from tianshou.algorithm.imitation.discrete_bcq import INF, DiscreteBCQTrainingStats
@@ -33,6 +32,15 @@ from tianshou.data import ReplayBuffer
 from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
 from torch import Tensor
 from torch.func import functional_call, grad_and_value
+
+from tianshou_offline.updates.core import (
+    Batch,
+    FunctionalAdam,
+    FunctionalStep,
+    LaggedParams,
+    Params,
+    sub_params,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Stacked frames on the device
@@ -127,10 +135,10 @@ def _heads(modules: list[torch.nn.Module], params: list[Params], obs: Tensor) ->
     for module, module_params in zip(modules, params, strict=True):
         torso, head = _head_parts(module)
         if id(torso) not in features:
-            torso_params = _sub_params(module_params, "preprocess")
+            torso_params = sub_params(module_params, "preprocess")
             features[id(torso)] = functional_call(torso, torso_params, (obs,))[0]
         outputs.append(
-            functional_call(head, _sub_params(module_params, "last"), (features[id(torso)],))
+            functional_call(head, sub_params(module_params, "last"), (features[id(torso)],))
         )
     return outputs
 

@@ -1,10 +1,5 @@
-"""User-facing errors, atomic file writes and resumable downloads.
+"""Atomic file writes and resumable downloads.
 
-Every script in this collection follows three rules that this module implements once:
-
-* bad input (a missing or corrupt file, an unknown task, no network) is reported as ONE
-  clear line on stderr and exit code 2, never as a traceback: raise ``UserInputError``
-  and wrap ``main`` with ``run_main``;
 * a file is written to a temporary name and renamed into place only when complete, so an
   interrupted run never leaves a file that looks finished: ``atomic_write``;
 * downloads show a progress bar, can resume, and land atomically: ``download``.
@@ -15,32 +10,15 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
-EXIT_USER_ERROR = 2
-
-
-class UserInputError(Exception):
-    """Bad input from the user; ``run_main`` prints it as one line and exits with code 2."""
-
-
-def run_main(main: Callable[[], object]) -> None:
-    """Run a script's ``main`` and turn ``UserInputError`` into one line and exit code 2."""
-    try:
-        main()
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
+from tianshou_offline.errors import UserInputError
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from tfrecord import encode_example, write_gzip_tfrecords
+
+from tianshou_offline.data.tfrecord import encode_example, write_gzip_tfrecords
 
 ZERO_FRAME = np.zeros((84, 84), np.uint8)
 

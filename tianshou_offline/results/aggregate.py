@@ -1,0 +1,324 @@
+"""Results tables and learning curves from the runs of the offline scripts.
+
+    python examples/offline/aggregate_results.py log/sweep --out examples/offline/results
+
+reads every run below the given directories (each run directory holds the ``summary.json`` that
+``training.OfflineRun.evaluate`` writes, and its TensorBoard events), groups the runs by dataset
+and script, and writes
+
+* ``results.md``: one Markdown table per dataset family (the environment: Hopper, HalfCheetah,
+  ...), with the mean ± standard deviation over seeds of the LAST evaluation (the final one,
+  after training) and, separately, of the BEST evaluation during training (the best epoch by mean
+  return: an optimistic number, since it picks the epoch with the test episodes themselves), both
+  as raw return and as D4RL normalized score; the number of seeds; gradient steps; and gradient
+  updates per second (from TensorBoard's update timing, evaluation excluded);
+* ``<family>_<dataset>.png``: the evaluations during training, mean over seeds with a band of
+  ± one standard deviation, one line per script.
+
+The standard deviation is the SAMPLE standard deviation over seeds (n - 1 in the denominator,
+``numpy.std(ddof=1)``); with one seed there is none and only the mean is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tianshou_offline.errors import UserInputError
+from tianshou_offline.files import atomic_write
+from tianshou_offline.run.summary import SUMMARY_NAME
+
+TABLE_NAME = "results.md"
+# TensorBoard scalars Tianshou's trainer logs once per epoch
+UPDATE_STEP_TAG = "info/update_step"  # gradient steps so far
+UPDATE_TIME_TAG = "info/timing/train_time_update"  # seconds spent in updates by this process
+
+
+@dataclass
+class Evaluation:
+    return_mean: float
+    normalized_score: float | None
+
+
+@dataclass
+class Run:
+    """What the tables and plots need from one run directory."""
+
+    directory: Path
+    algorithm: str  # the script's name, e.g. "d4rl_td3_bc"
+    family: str  # the environment, e.g. "Hopper"
+    dataset: str  # the data's name, e.g. "hopper-made-medium"
+    seed: int
+    gradient_steps: int
+    last: Evaluation
+    best: Evaluation
+    history: list[dict[str, Any]]  # per epoch: gradient_step, return_mean, normalized_score
+    updates_per_second: float | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading runs
+# ----------------------------------------------------------------------------------------------
+
+
+def _data_name(args: dict[str, Any]) -> str:
+    """The dataset a run trained on, as a short name (file names without folder and suffix)."""
+    data = args.get("expert_data_task") or args.get("load_buffer_name") or "?"
+    names = data if isinstance(data, list) else [data]
+    return "+".join(Path(str(n)).name.removesuffix(".hdf5").removesuffix(".h5") for n in names)
+
+
+def read_summary(path: Path) -> Run:
+    try:
+        summary = json.loads(path.read_text())
+        args = summary["args"]
+        final, best = summary["final"], summary.get("best", {})
+        run = Run(
+            directory=path.parent,
+            algorithm=Path(summary["script"]).stem,
+            family=str(args["task"]).split("-")[0],
+            dataset=_data_name(args),
+            seed=int(args["seed"]),
+            gradient_steps=int(summary["gradient_steps"]),
+            last=Evaluation(final["return_mean"], final["normalized_score_mean"]),
+            # a run without evaluations during training: its final evaluation is its best
+            best=Evaluation(
+                best.get("return_mean", final["return_mean"]),
+                best.get("normalized_score", final["normalized_score_mean"]),
+            ),
+            history=summary["history"],
+            updates_per_second=None,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserInputError(
+            f"{path} is not a summary written by the offline scripts ({type(err).__name__}: "
+            f"{err}); remove it or rerun that run"
+        ) from err
+    run.updates_per_second = read_update_speed(path.parent)
+    return run
+
+
+def read_update_speed(run_dir: Path) -> float | None:
+    """Gradient updates per second from the run's TensorBoard events, or None without them.
+
+    A resumed run has one event file per process, each timing only its own updates; the steps
+    of a file are those after the previous file's last step.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    total_steps, total_seconds, previous_steps = 0.0, 0.0, 0.0
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        tags = accumulator.Tags()["scalars"]
+        if UPDATE_STEP_TAG not in tags or UPDATE_TIME_TAG not in tags:
+            continue
+        steps = accumulator.Scalars(UPDATE_STEP_TAG)[-1].value
+        total_steps += steps - previous_steps
+        total_seconds += accumulator.Scalars(UPDATE_TIME_TAG)[-1].value
+        previous_steps = steps
+    return total_steps / total_seconds if total_seconds > 0 else None
+
+
+def load_runs(paths: list[Path] | list[str]) -> list[Run]:
+    """Every run below ``paths`` (run directories or folders above them), in a fixed order."""
+    summaries: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserInputError(f"{path} does not exist: give a sweep or log directory")
+        summaries += [path] if path.is_file() else sorted(path.rglob(SUMMARY_NAME))
+    runs = [read_summary(p) for p in dict.fromkeys(summaries)]
+    return sorted(runs, key=lambda r: (r.family, r.dataset, r.algorithm, r.seed))
+
+
+# ----------------------------------------------------------------------------------------------
+# Aggregation over seeds
+# ----------------------------------------------------------------------------------------------
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and SAMPLE standard deviation (ddof=1); no deviation from a single value."""
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else None
+
+
+@dataclass
+class Group:
+    """The seeds of one script on one dataset."""
+
+    family: str
+    dataset: str
+    algorithm: str
+    runs: list[Run]
+
+    def stat(self, which: str, field: str) -> tuple[float, float | None] | None:
+        """mean_std over seeds of ``last``/``best`` ``return_mean``/``normalized_score``;
+        None where a run has no normalized score (an environment D4RL has no scores for)."""
+        values = [getattr(getattr(run, which), field) for run in self.runs]
+        return None if any(v is None for v in values) else mean_std(values)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.family, run.dataset, run.algorithm), []).append(run)
+    return [Group(*key, members) for key, members in groups.items()]
+
+
+def _format(stat: tuple[float, float | None] | None, digits: int) -> str:
+    if stat is None:
+        return "–"
+    mean, std = stat
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _format_steps(runs: list[Run]) -> str:
+    low, high = min(r.gradient_steps for r in runs), max(r.gradient_steps for r in runs)
+    return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+
+
+def format_tables(
+    runs: list[Run], reference: dict[str, str] | None = None, reference_label: str = "reference"
+) -> str:
+    """One Markdown table per family; ``reference`` adds a column of text per script."""
+    header = [
+        "dataset", "script", "seeds", "gradient steps",
+        "last return", "last normalized", "best return", "best normalized", "upd/s",
+    ]  # fmt: skip
+    if reference:
+        header.append(reference_label)
+    sections = []
+    groups = group_runs(runs)
+    for family in dict.fromkeys(g.family for g in groups):
+        lines = [f"#### {family}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "|".join(["---"] * 2 + ["--:"] * (len(header) - 2)) + "|")
+        for group in (g for g in groups if g.family == family):
+            speeds = [r.updates_per_second for r in group.runs]
+            cells = [
+                group.dataset,
+                group.algorithm,
+                str(len(group.runs)),
+                _format_steps(group.runs),
+                _format(group.stat("last", "return_mean"), 1),
+                _format(group.stat("last", "normalized_score"), 1),
+                _format(group.stat("best", "return_mean"), 1),
+                _format(group.stat("best", "normalized_score"), 1),
+                "–" if None in speeds else f"{np.mean(speeds):.0f}",
+            ]
+            if reference:
+                cells.append(reference.get(group.algorithm, ""))
+            lines.append("| " + " | ".join(cells) + " |")
+        sections.append("\n".join(lines))
+    note = (
+        "Mean ± sample standard deviation (n−1) over seeds. last: the evaluation after "
+        "training; best: each seed's best evaluation during training (picked on the test "
+        "episodes, so optimistic)."
+    )
+    return "\n\n".join(sections) + "\n\n" + note + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning curves
+# ----------------------------------------------------------------------------------------------
+
+
+def curve(runs: list[Run], field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gradient steps, mean, sample std) over seeds of an evaluation ``field``, at the steps
+    every seed evaluated (std 0 for a single seed)."""
+    steps = sorted(set.intersection(*({h["gradient_step"] for h in r.history} for r in runs)))
+    values = np.array(
+        [
+            [next(h[field] for h in r.history if h["gradient_step"] == s) for s in steps]
+            for r in runs
+        ],
+        dtype=float,
+    ).reshape(len(runs), len(steps))
+    std = values.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(steps))
+    return np.asarray(steps), values.mean(axis=0), std
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def plot_learning_curves(runs: list[Run], out_dir: Path) -> list[Path]:
+    """One PNG per dataset: evaluations during training, a line per script. Returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    groups = group_runs(runs)
+    written = []
+    for family, dataset in dict.fromkeys((g.family, g.dataset) for g in groups):
+        these = [g for g in groups if (g.family, g.dataset) == (family, dataset)]
+        # normalized score where every run has one, so that datasets compare; else raw return
+        has_score = all(
+            h["normalized_score"] is not None for g in these for r in g.runs for h in r.history
+        )
+        field = "normalized_score" if has_score else "return_mean"
+        figure, axes = plt.subplots(figsize=(6, 3.6), dpi=100)
+        for group in these:
+            steps, mean, std = curve(group.runs, field)
+            (line,) = axes.plot(steps, mean, label=f"{group.algorithm} ({len(group.runs)} seeds)")
+            axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        axes.set_title(f"{dataset} ({family}): mean ± sample std over seeds", fontsize="medium")
+        axes.set_xlabel("gradient steps")
+        axes.set_ylabel("D4RL normalized score" if has_score else "return")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+        figure.tight_layout()
+        path = out_dir / f"{_slug(family)}_{_slug(dataset)}.png"
+        with atomic_write(path) as tmp:
+            figure.savefig(tmp, format="png")
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_reference(items: list[str]) -> dict[str, str]:
+    reference = {}
+    for item in items:
+        script, sep, text = item.partition("=")
+        if not sep:
+            raise UserInputError(f"--reference {item!r}: write SCRIPT=TEXT, e.g. d4rl_il=11355")
+        reference[script] = text
+    return reference
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="sweep or log directories (searched below)")
+    parser.add_argument("--out", default=None, help=f"write {TABLE_NAME} and the PNGs here")
+    parser.add_argument(
+        "--reference",
+        nargs="*",
+        default=[],
+        help="SCRIPT=TEXT: an extra column, e.g. published numbers",
+    )
+    parser.add_argument("--reference-label", default="reference", help="its header")
+    args = parser.parse_args(argv)
+
+    runs = load_runs(args.paths)
+    if not runs:
+        raise UserInputError(f"no {SUMMARY_NAME} below {' '.join(args.paths)}: no run has finished")
+    tables = format_tables(runs, parse_reference(args.reference), args.reference_label)
+    print(tables)
+    if args.out:
+        out_dir = Path(args.out)
+        with atomic_write(out_dir / TABLE_NAME) as tmp:
+            tmp.write_text(tables)
+        for path in plot_learning_curves(runs, out_dir):
+            print(f"wrote {path}")
+        print(f"wrote {out_dir / TABLE_NAME}")

@@ -1,0 +1,510 @@
+"""The continuous-control update steps (functional: torch.func over the algorithm's own
+tensors, Adam as tensor ops): behaviour cloning, BCQ, CQL (with the Lagrange multiplier and
+Cal-QL), TD3+BC, and the online SAC of the dataset maker. Each step is the maths of one
+algorithm's ``_update_with_batch``, for ``core.FastUpdate`` to run eagerly or compiled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tianshou.algorithm import BCQ, CQL, TD3BC
+from tianshou.algorithm.algorithm_base import Algorithm, TrainingStats
+from tianshou.algorithm.imitation.bcq import BCQTrainingStats
+from tianshou.algorithm.imitation.cql import CQLTrainingStats
+from tianshou.algorithm.imitation.imitation_base import (
+    ImitationTrainingStats,
+    OfflineImitationLearning,
+)
+from tianshou.algorithm.modelfree.td3 import TD3TrainingStats
+from torch import Tensor
+from torch.func import functional_call, grad_and_value, vmap
+
+from tianshou_offline.updates.core import (
+    Batch,
+    FunctionalAdam,
+    FunctionalStep,
+    LaggedParams,
+    Params,
+    param_aliases,
+    sub_params,
+)
+
+# log(1 - tanh(x)^2 + eps): the epsilon Tianshou's SAC uses in its tanh correction
+_TANH_EPS = float(np.finfo(np.float32).eps)
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+def _critic(module: torch.nn.Module, params: Params, obs: Tensor, act: Tensor) -> Tensor:
+    return functional_call(module, params, (obs, act))
+
+
+def _actor(module: torch.nn.Module, params: Params, obs: Tensor) -> Tensor:
+    return functional_call(module, params, (obs,))[0]
+
+
+def _stack(params1: Params, params2: Params) -> Params:
+    return {name: torch.stack([params1[name], params2[name]]) for name in params1}
+
+
+def tanh_gaussian_sample(
+    actor: torch.nn.Module, params: Params, obs: Tensor
+) -> tuple[Tensor, Tensor]:
+    """SACPolicy in training: tanh of a reparameterised Gaussian sample and its log-prob."""
+    (loc, scale), _ = functional_call(actor, params, (obs,))
+    pre_tanh = loc + torch.randn(loc.shape, device=loc.device) * scale
+    # Independent(Normal(loc, scale), 1).log_prob, as torch.distributions computes it
+    log_density = -((pre_tanh - loc) ** 2) / (2 * scale**2) - scale.log() - _LOG_SQRT_2PI
+    log_prob = log_density.sum(-1, keepdim=True)
+    act = torch.tanh(pre_tanh)
+    log_prob = log_prob - torch.log(1 - act.pow(2) + _TANH_EPS).sum(-1, keepdim=True)
+    return act, log_prob
+
+
+class _ActorTwinCriticStep(FunctionalStep):
+    """Set-up shared by the actor + twin-critic algorithms: parameter aliases of the actor and
+    both critics, their target copies, and functional Adam over the optimizers' own state.
+
+    ``ensemble=True`` evaluates the twin critics as one batched network (``vmap`` over their
+    stacked parameters: one batched matmul per layer instead of two), for the targets, the
+    critic losses and the actor's Q; the maths is the same (test_fast_path.py checks both).
+    """
+
+    def __init__(self, algorithm: TD3BC | CQL, ensemble: bool = False) -> None:
+        self.algo = algorithm
+        self.ensemble = ensemble
+        self.actor = algorithm.policy.actor
+        self.actor_params = param_aliases(self.actor)
+        self.critic1_params = param_aliases(algorithm.critic)
+        self.critic2_params = param_aliases(algorithm.critic2)
+        self.lagged = LaggedParams(algorithm)
+        self.actor_optim = FunctionalAdam.of_wrapper(algorithm.policy_optim)
+        self.critic1_optim = FunctionalAdam.of_wrapper(algorithm.critic_optim)
+        self.critic2_optim = FunctionalAdam.of_wrapper(algorithm.critic2_optim)
+        self.device = next(self.actor.parameters()).device
+
+    def min_q(self, obs: Tensor, act: Tensor, *, target: bool) -> Tensor:
+        """min(Q1, Q2)(obs, act) of the target critics, or of the current ones (as constants:
+        gradients reach ``act`` only)."""
+        critic1, critic2 = self.algo.critic, self.algo.critic2
+        if target:
+            params1, params2 = self.lagged.of(critic1), self.lagged.of(critic2)
+        else:
+            params1, params2 = self.critic1_params, self.critic2_params
+        if not self.ensemble:
+            return torch.min(
+                _critic(critic1, params1, obs, act), _critic(critic2, params2, obs, act)
+            )
+        both = vmap(lambda params: _critic(critic1, params, obs, act))(_stack(params1, params2))
+        return both.min(0).values
+
+    def critic_grads(
+        self, loss_fn: Callable[..., Tensor | tuple[Tensor, Tensor]], *, has_aux: bool = False
+    ) -> tuple[tuple[Params, Params], tuple[object, object]]:
+        """Gradients and values of ``loss_fn(params, module)`` for each critic: (grads1,
+        grads2), (value1, value2), where a value is ``(loss, aux)`` with ``has_aux``."""
+        critic1, critic2 = self.algo.critic, self.algo.critic2
+        grad_fn = grad_and_value(loss_fn, has_aux=has_aux)
+        if not self.ensemble:
+            grads1, value1 = grad_fn(self.critic1_params, critic1)
+            grads2, value2 = grad_fn(self.critic2_params, critic2)
+            return (grads1, grads2), (value1, value2)
+        # both critics have the same architecture: critic1's module runs either's parameters
+        stacked = _stack(self.critic1_params, self.critic2_params)
+        grads, values = vmap(lambda params: grad_fn(params, critic1))(stacked)
+        split = [{name: g[i] for name, g in grads.items()} for i in (0, 1)]
+        unstacked = [torch.utils._pytree.tree_map(lambda v, i=i: v[i], values) for i in (0, 1)]
+        return (split[0], split[1]), (unstacked[0], unstacked[1])
+
+
+class TD3BCStep(_ActorTwinCriticStep):
+    """TD3+BC as Tianshou computes it (TD3BC._update_with_batch and TD3's target)."""
+
+    stat_names = ("actor_loss", "critic1_loss", "critic2_loss")
+
+    def __init__(self, algorithm: TD3BC, ensemble: bool = False) -> None:
+        super().__init__(algorithm, ensemble)
+        if algorithm.n_step_return_horizon != 1:
+            raise NotImplementedError("fast TD3+BC supports 1-step returns only")
+        # the actor loss of the last delayed update, reported in between (as Tianshou does)
+        self.last_actor_loss = torch.zeros((), device=self.device)
+
+    def variant(self) -> bool:
+        return self.algo._cnt % self.algo.update_actor_freq == 0
+
+    def advance(self) -> None:
+        self.algo._cnt += 1
+
+    def __call__(self, batch: Batch, update_actor: object) -> Tensor:
+        algo = self.algo
+        obs, act, obs_next = batch["obs"], batch["act"], batch["obs_next"]
+
+        # target: smoothed target-policy action, min of the target critics, 1-step return
+        with torch.no_grad():
+            act_next = _actor(self.actor, self.lagged.of(self.actor), obs_next)
+            noise = torch.randn(act_next.shape, device=act_next.device) * algo.policy_noise
+            if algo.noise_clip > 0.0:
+                noise = noise.clamp(-algo.noise_clip, algo.noise_clip)
+            act_next = act_next + noise
+            q_next = self.min_q(obs_next, act_next, target=True)
+            not_terminal = 1.0 - batch["terminated"]
+            returns = batch["rew"] + algo.gamma * not_terminal * q_next.flatten()
+
+        def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
+            return (_critic(module, params, obs, act).flatten() - returns).pow(2).mean()
+
+        (grads1, grads2), (critic1_loss, critic2_loss) = self.critic_grads(critic_loss)
+        self.critic1_optim.step(list(grads1.values()))
+        self.critic2_optim.step(list(grads2.values()))
+
+        if update_actor:  # delayed policy update with the just-updated first critic
+
+            def actor_loss(params: Params) -> Tensor:
+                act_pred = _actor(self.actor, params, obs)
+                q = _critic(algo.critic, self.critic1_params, obs, act_pred)
+                lmbda = algo.alpha / q.abs().mean().detach()
+                return -lmbda * q.mean() + F.mse_loss(act_pred, act)
+
+            grads, loss = grad_and_value(actor_loss)(self.actor_params)
+            self.actor_optim.step(list(grads.values()))
+            self.lagged.soft_update(algo.tau)
+            self.last_actor_loss.copy_(loss.detach())
+        return torch.stack([self.last_actor_loss, critic1_loss, critic2_loss]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return TD3TrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
+class SACStep(_ActorTwinCriticStep):
+    """Online SAC (Haarnoja et al., 2018, with the automatic temperature of their follow-up),
+    in the order of Tianshou's SAC._update_with_batch: both critics on the soft 1-step target,
+    the actor on the updated critics, the temperature, then the soft target update.
+
+    The target masks with ``terminated`` (a time-out is not an end: it bootstraps), as the
+    paper does. Used by make_d4rl_dataset.py train, whose buffer is a ``ReplayTensors``.
+    """
+
+    stat_names = ("actor_loss", "critic1_loss", "critic2_loss", "alpha", "alpha_loss")
+
+    def __init__(self, algorithm: Algorithm, ensemble: bool = False) -> None:
+        super().__init__(algorithm, ensemble)  # type: ignore[arg-type]
+        alpha = algorithm.alpha
+        if not hasattr(alpha, "_log_alpha"):
+            raise NotImplementedError("the SAC step supports the automatic temperature only")
+        self.log_alpha = alpha._log_alpha.detach()
+        self.alpha_optim = FunctionalAdam.of(alpha._optim)
+        self.target_entropy = float(alpha._target_entropy)
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        algo = self.algo
+        obs, act = batch["obs"], batch["act"]
+        alpha = self.log_alpha.exp()
+
+        with torch.no_grad():  # soft value of the next state under the current actor
+            act_next, log_pi_next = tanh_gaussian_sample(
+                self.actor, self.actor_params, batch["obs_next"]
+            )
+            q_next = self.min_q(batch["obs_next"], act_next, target=True) - alpha * log_pi_next
+            not_terminal = 1.0 - batch["terminated"]
+            returns = batch["rew"] + algo.gamma * not_terminal * q_next.flatten()
+
+        def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
+            return (_critic(module, params, obs, act).flatten() - returns).pow(2).mean()
+
+        (grads1, grads2), (critic1_loss, critic2_loss) = self.critic_grads(critic_loss)
+        self.critic1_optim.step(list(grads1.values()))
+        self.critic2_optim.step(list(grads2.values()))
+
+        def actor_loss(params: Params) -> tuple[Tensor, Tensor]:
+            act_pred, log_prob = tanh_gaussian_sample(self.actor, params, obs)
+            q = self.min_q(obs, act_pred, target=False)
+            return (alpha * log_prob.flatten() - q.flatten()).mean(), log_prob
+
+        grads, (loss_actor, log_pi) = grad_and_value(actor_loss, has_aux=True)(self.actor_params)
+        self.actor_optim.step(list(grads.values()))
+
+        entropy_deficit = self.target_entropy + log_pi.detach()  # target - entropy
+
+        def alpha_loss(log_alpha: Tensor) -> Tensor:
+            return -(log_alpha * entropy_deficit).mean()
+
+        grad, loss_alpha = grad_and_value(alpha_loss)(self.log_alpha)
+        self.alpha_optim.step([grad])
+        self.lagged.soft_update(algo.tau)
+        stats = [loss_actor, critic1_loss, critic2_loss, alpha, loss_alpha]
+        return torch.stack([s.reshape(()) for s in stats]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        from tianshou.algorithm.modelfree.sac import SACTrainingStats
+
+        return SACTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
+def _repeat_rows(x: Tensor, repeats: int) -> Tensor:
+    """Each row ``repeats`` times in a row (a static-shape repeat_interleave)."""
+    return x.unsqueeze(1).expand(x.shape[0], repeats, *x.shape[1:]).reshape(-1, *x.shape[1:])
+
+
+class CQLStep(_ActorTwinCriticStep):
+    """CQL as Tianshou's CQL._update_with_batch computes it, quirks included.
+
+    Kept from Tianshou on purpose (the fast path must not change the maths; see
+    benchmarks/README.md for the upstream notes): the "random" actions are drawn from
+    U(-min_action, max_action), i.e. constant when min_action == -max_action; the log-sum-exp runs
+    over the three kinds of sampled values per repeated state, not over the repeats; the target
+    uses ``done`` (time-outs included) as the terminal mask.
+    """
+
+    stat_names = (
+        "actor_loss",
+        "critic1_loss",
+        "critic2_loss",
+        "alpha",
+        "alpha_loss",
+        "cql_alpha_loss",
+        "cql_alpha",
+    )
+
+    def __init__(self, algorithm: CQL, ensemble: bool = False) -> None:
+        super().__init__(algorithm, ensemble)
+        alpha = algorithm.alpha
+        self.auto_alpha = hasattr(alpha, "_log_alpha")
+        if self.auto_alpha:
+            self.log_alpha = alpha._log_alpha.detach()
+            self.alpha_optim = FunctionalAdam.of(alpha._optim)
+            self.target_entropy = float(alpha._target_entropy)
+        else:
+            self.log_alpha = torch.tensor(math.log(alpha.value), device=self.device)
+        # The Lagrange multiplier: Tianshou keeps it outside state_dict (and on CUDA optimises a
+        # CPU copy that the loss never reads); here it is optimised on the device, as on CPU.
+        self.cql_log_alpha = algorithm.cql_log_alpha.detach()
+        self.cql_alpha_optim = FunctionalAdam.of(algorithm.cql_alpha_optim)
+        self.cql_alpha_optim.params = [self.cql_log_alpha]
+        for name in ("exp_avg", "exp_avg_sq", "steps"):
+            tensors = getattr(self.cql_alpha_optim, name)
+            setattr(self.cql_alpha_optim, name, [t.to(self.device) for t in tensors])
+
+    def _sample(self, obs: Tensor, params: Params | None = None) -> tuple[Tensor, Tensor]:
+        return tanh_gaussian_sample(
+            self.actor, self.actor_params if params is None else params, obs
+        )
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        algo = self.algo
+        obs, act, obs_next = batch["obs"], batch["act"], batch["obs_next"]
+        batch_size, act_dim = act.shape
+        repeats = algo.num_repeat_actions
+        alpha = self.log_alpha.exp()
+
+        # actor: E[alpha * log pi - min Q] with the critics before their update
+        def actor_loss(params: Params) -> tuple[Tensor, Tensor]:
+            act_pred, log_prob = self._sample(obs, params)
+            q = self.min_q(obs, act_pred, target=False)
+            return (alpha * log_prob - q).mean(), log_prob
+
+        grads, (loss_actor, log_pi) = grad_and_value(actor_loss, has_aux=True)(self.actor_params)
+        self.actor_optim.step(list(grads.values()))
+
+        # temperature
+        if self.auto_alpha:
+            entropy_deficit = self.target_entropy + log_pi.detach()  # target - entropy
+
+            def alpha_loss(log_alpha: Tensor) -> Tensor:
+                return -(log_alpha * entropy_deficit).mean()
+
+            grad, loss_alpha = grad_and_value(alpha_loss)(self.log_alpha)
+            self.alpha_optim.step([grad])
+            alpha = self.log_alpha.exp()
+        else:
+            loss_alpha = torch.zeros((), device=self.device)
+
+        with torch.no_grad():
+            # target: soft value of the next state under the updated actor
+            act_next, log_pi_next = self._sample(obs_next)
+            q_next = self.min_q(obs_next, act_next, target=True)
+            q_next = q_next - alpha * log_pi_next
+            returns = batch["rew"] + (1.0 - batch["done"]) * algo.gamma * q_next.flatten()
+
+            # the penalty's sampled actions, shared by both critics
+            low, high = -algo.min_action, algo.max_action  # sic: Tianshou's bounds
+            random_act = low + (high - low) * torch.rand(
+                batch_size * repeats, act_dim, device=self.device
+            )
+            repeated_obs = _repeat_rows(obs, repeats)
+            repeated_obs_next = _repeat_rows(obs_next, repeats)
+            act_cur, log_pi_cur = self._sample(repeated_obs)
+            act_nxt, log_pi_nxt = self._sample(repeated_obs_next)
+            random_log_prob = math.log(0.5**act_dim)
+            if algo.calibrated:
+                mc_returns = _repeat_rows(batch["calibration_returns"][:, None], repeats)
+
+        def conservative_gap(params: Params, module: torch.nn.Module) -> tuple[Tensor, Tensor]:
+            """(TD loss, unweighted penalty before the Lagrange scaling) of one critic."""
+            q = _critic(module, params, obs, act).flatten()
+            td_loss = F.mse_loss(q, returns)
+            random_q = _critic(module, params, repeated_obs, random_act) - random_log_prob
+            current_q = _critic(module, params, repeated_obs, act_cur) - log_pi_cur
+            next_q = _critic(module, params, repeated_obs, act_nxt) - log_pi_nxt
+            if algo.calibrated:
+                random_q, current_q, next_q = (
+                    torch.max(v, mc_returns) for v in (random_q, current_q, next_q)
+                )
+            sampled = torch.cat([random_q, current_q, next_q], 1) / algo.temperature
+            penalty = (
+                torch.logsumexp(sampled, dim=1).mean() * algo.cql_weight * algo.temperature
+                - q.mean() * algo.cql_weight
+            )
+            return td_loss, penalty
+
+        with torch.no_grad():  # the Lagrange scale as it was before this step's update
+            if algo.with_lagrange:
+                cql_alpha = torch.clamp(
+                    self.cql_log_alpha.exp(), algo.alpha_min, algo.alpha_max
+                ).reshape(())
+            else:
+                cql_alpha = torch.ones((), device=self.device)
+
+        def critic_loss(params: Params, module: torch.nn.Module) -> tuple[Tensor, Tensor]:
+            td_loss, penalty = conservative_gap(params, module)
+            if algo.with_lagrange:
+                penalty = penalty - algo.lagrange_threshold
+                return td_loss + cql_alpha * penalty, penalty.detach()
+            return td_loss + penalty, penalty.detach()
+
+        (grads1, grads2), ((loss_c1, gap1), (loss_c2, gap2)) = self.critic_grads(
+            critic_loss, has_aux=True
+        )
+
+        if algo.with_lagrange:  # dual ascent on the multiplier, with the same penalties
+
+            def multiplier_loss(log_alpha: Tensor) -> Tensor:
+                scale = torch.clamp(log_alpha.exp(), algo.alpha_min, algo.alpha_max)
+                return (-(scale * gap1 + scale * gap2) * 0.5).sum()
+
+            grad, loss_cql_alpha = grad_and_value(multiplier_loss)(self.cql_log_alpha)
+            self.cql_alpha_optim.step([grad])
+        else:
+            loss_cql_alpha = torch.zeros((), device=self.device)
+
+        self.critic1_optim.step(list(grads1.values()))
+        self.critic2_optim.step(list(grads2.values()))
+        self.lagged.soft_update(algo.tau)
+        stats = [loss_actor, loss_c1, loss_c2, alpha, loss_alpha, loss_cql_alpha, cql_alpha]
+        return torch.stack([s.reshape(()) for s in stats]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        stats = dict(zip(self.stat_names, values, strict=True))
+        if not self.auto_alpha:
+            stats["alpha_loss"] = None
+        if not self.algo.with_lagrange:
+            stats["cql_alpha_loss"] = stats["cql_alpha"] = None
+        return CQLTrainingStats(**stats)
+
+
+class BCQStep(FunctionalStep):
+    """BCQ as Tianshou's BCQ._update_with_batch computes it: VAE, twin critics with the
+    clipped double-Q target over VAE-sampled next actions, perturbation actor, targets."""
+
+    stat_names = ("actor_loss", "critic1_loss", "critic2_loss", "vae_loss")
+
+    def __init__(self, algorithm: BCQ) -> None:
+        self.algo = algorithm
+        policy = algorithm.policy
+        self.vae, self.perturbation = policy.vae, policy.actor_perturbation
+        self.vae_params = param_aliases(self.vae)
+        self.decoder_params = sub_params(self.vae_params, "decoder")  # the same tensors
+        self.perturbation_params = param_aliases(self.perturbation)
+        self.critic1_params = param_aliases(policy.critic)
+        self.critic2_params = param_aliases(algorithm.critic2)
+        self.lagged = LaggedParams(algorithm)
+        self.vae_optim = FunctionalAdam.of_wrapper(algorithm.vae_optim)
+        self.perturbation_optim = FunctionalAdam.of_wrapper(algorithm.actor_perturbation_optim)
+        self.critic1_optim = FunctionalAdam.of_wrapper(algorithm.critic_optim)
+        self.critic2_optim = FunctionalAdam.of_wrapper(algorithm.critic2_optim)
+        self.device = next(self.vae.parameters()).device
+
+    def _decode(self, obs: Tensor) -> Tensor:
+        """VAE.decode(obs): a latent from N(0, 1) clipped to [-0.5, 0.5], decoded (no grad)."""
+        latent = torch.randn(obs.shape[0], self.vae.latent_dim, device=obs.device)
+        hidden = functional_call(
+            self.vae.decoder, self.decoder_params, (torch.cat([obs, latent.clamp(-0.5, 0.5)], -1),)
+        )
+        return self.vae.max_action * torch.tanh(hidden)
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        algo, policy = self.algo, self.algo.policy
+        obs, act = batch["obs"], batch["act"]
+        batch_size = obs.shape[0]
+
+        # VAE: reconstruction + KL(N(mean, std) || N(0, 1)) / 2
+        def vae_loss(params: Params) -> Tensor:
+            recon, mean, std = functional_call(self.vae, params, (obs, act))
+            kl = (-torch.log(std) + (std.pow(2) + mean.pow(2) - 1) / 2).mean()
+            return F.mse_loss(act, recon) + kl / 2
+
+        grads, loss_vae = grad_and_value(vae_loss)(self.vae_params)
+        self.vae_optim.step(list(grads.values()))
+
+        # target: the best of num_sampled_action VAE actions per next state, each scored by
+        # lmbda * min + (1 - lmbda) * max of the target critics (the updated VAE samples them)
+        with torch.no_grad():
+            obs_next = _repeat_rows(batch["obs_next"], algo.num_sampled_action)
+            act_next = self._decode(obs_next)
+            q1 = _critic(policy.critic, self.lagged.of(policy.critic), obs_next, act_next)
+            q2 = _critic(algo.critic2, self.lagged.of(algo.critic2), obs_next, act_next)
+            q_next = algo.lmbda * torch.min(q1, q2) + (1 - algo.lmbda) * torch.max(q1, q2)
+            q_next = q_next.reshape(batch_size, -1).max(dim=1)[0].reshape(-1, 1)
+            not_done = (1.0 - batch["done"]).reshape(-1, 1)  # sic: Tianshou masks with done
+            returns = batch["rew"].reshape(-1, 1) + not_done * algo.gamma * q_next
+
+        def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
+            return F.mse_loss(_critic(module, params, obs, act), returns)
+
+        grads, loss_c1 = grad_and_value(critic_loss)(self.critic1_params, policy.critic)
+        self.critic1_optim.step(list(grads.values()))
+        grads, loss_c2 = grad_and_value(critic_loss)(self.critic2_params, algo.critic2)
+        self.critic2_optim.step(list(grads.values()))
+
+        # perturbation actor: maximise the (updated) first critic at perturbed VAE actions
+        with torch.no_grad():
+            sampled_act = self._decode(obs)
+
+        def actor_loss(params: Params) -> Tensor:
+            perturbed = functional_call(self.perturbation, params, (obs, sampled_act))
+            return -_critic(policy.critic, self.critic1_params, obs, perturbed).mean()
+
+        grads, loss_actor = grad_and_value(actor_loss)(self.perturbation_params)
+        self.perturbation_optim.step(list(grads.values()))
+        self.lagged.soft_update(algo.tau)
+        return torch.stack([loss_actor, loss_c1, loss_c2, loss_vae]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return BCQTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
+class BehaviourCloningStep(FunctionalStep):
+    """Continuous behaviour cloning: MSE between the actor's and the dataset's actions."""
+
+    stat_names = ("loss",)
+
+    def __init__(self, algorithm: OfflineImitationLearning) -> None:
+        if algorithm.policy.action_type != "continuous":
+            raise NotImplementedError("fast behaviour cloning supports continuous actions")
+        self.actor = algorithm.policy.actor
+        self.actor_params = param_aliases(self.actor)
+        self.optim = FunctionalAdam.of_wrapper(algorithm.optim)
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        def loss_fn(params: Params) -> Tensor:
+            return F.mse_loss(_actor(self.actor, params, batch["obs"]), batch["act"])
+
+        grads, loss = grad_and_value(loss_fn)(self.actor_params)
+        self.optim.step(list(grads.values()))
+        return loss.detach().reshape(1)
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return ImitationTrainingStats(loss=values[0])

@@ -1,0 +1,67 @@
+"""Which fast step and which device dataset an algorithm gets (the one module that knows both
+the continuous and the discrete steps)."""
+
+from __future__ import annotations
+
+import torch
+from tianshou.algorithm import BCQ, CQL, TD3BC
+from tianshou.algorithm.algorithm_base import Algorithm
+from tianshou.algorithm.imitation.imitation_base import OfflineImitationLearning
+from tianshou.data import ReplayBuffer
+
+from tianshou_offline.updates.continuous import BCQStep, BehaviourCloningStep, CQLStep, TD3BCStep
+from tianshou_offline.updates.core import DeviceDataset, FastUpdate, FunctionalStep
+from tianshou_offline.updates.discrete import FrameStackDataset, discrete_step
+
+
+def functional_step(algorithm: Algorithm, twin_ensemble: bool = False) -> FunctionalStep | None:
+    """The fast step of ``algorithm``, or None where there is none. ``twin_ensemble``: TD3+BC's
+    and CQL's twin critics as one batched network (``_ActorTwinCriticStep``; off by default: on
+    the CPU it did not pay, benchmarks/README.md; not yet timed on a GPU)."""
+    step = discrete_step(algorithm)
+    if step is not None:
+        return step
+    if isinstance(algorithm, TD3BC):
+        return TD3BCStep(algorithm, twin_ensemble)
+    if isinstance(algorithm, CQL):
+        return CQLStep(algorithm, twin_ensemble)
+    if isinstance(algorithm, BCQ):
+        return BCQStep(algorithm)
+    if isinstance(algorithm, OfflineImitationLearning):
+        return BehaviourCloningStep(algorithm)
+    return None
+
+
+def make_fast_update(
+    algorithm: Algorithm,
+    buffer: ReplayBuffer,
+    device: str | torch.device,
+    *,
+    compile: bool = True,
+    cuda_graph: bool | None = None,
+    twin_ensemble: bool = False,
+    **options: bool,
+) -> FastUpdate | None:
+    """The fast update of ``algorithm`` over ``buffer`` (already ``process_buffer``-ed), or None
+    where this algorithm or configuration has none (the caller keeps Tianshou's update).
+    ``options``: FastUpdate's lever switches (``cpp_wrapper``, ``skip_guards``)."""
+    try:
+        step = functional_step(algorithm, twin_ensemble)
+        if step is None:
+            return None
+        dataset = device_dataset(buffer, device)
+    except NotImplementedError as err:
+        print(f"--compile: {err}; using Tianshou's update")
+        return None
+    return FastUpdate(algorithm, step, dataset, compile=compile, cuda_graph=cuda_graph, **options)
+
+
+def device_dataset(
+    buffer: ReplayBuffer, device: str | torch.device
+) -> DeviceDataset | FrameStackDataset:
+    """The buffer's transitions on the device; frame-stacking buffers (Atari) as frames plus
+    index tables (discrete.FrameStackDataset), so each frame is stored once."""
+
+    if buffer.stack_num > 1 or not buffer._save_obs_next:
+        return FrameStackDataset(buffer, device)
+    return DeviceDataset(buffer, device)
