@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,24 @@ from tianshou.algorithm.algorithm_base import policy_within_training_step
 from tianshou.data import ReplayBuffer
 
 
+def tianshou_twin(algorithm):
+    """A copy of one of this package's algorithms that runs Tianshou 2.0.1's own class: same
+    tensors and settings, Tianshou's ``_preprocess_batch`` and ``_update_with_batch``."""
+    from tianshou_offline.algorithms.base import FunctionalUpdate
+
+    twin = copy.deepcopy(algorithm)
+    bases = type(algorithm).__mro__
+    twin.__class__ = bases[bases.index(FunctionalUpdate) + 1]
+    return twin
+
+
 def assert_same_state(plain, fast, atol: float = 1e-5) -> None:
+    """Every tensor of two algorithms' ``state_dict`` equal (``_extra_state``, which only this
+    package's classes have, where both have it)."""
     plain_state, fast_state = plain.state_dict(), fast.state_dict()
+    if ("_extra_state" in plain_state) != ("_extra_state" in fast_state):
+        plain_state.pop("_extra_state", None)
+        fast_state.pop("_extra_state", None)
     assert plain_state.keys() == fast_state.keys()
     flat_plain = _flatten(plain_state)
     flat_fast = _flatten(fast_state)

@@ -25,6 +25,7 @@ LAYERS = {
     "tianshou_offline.data": 1,
     "tianshou_offline.atari": 1,
     "tianshou_offline.updates": 2,
+    "tianshou_offline.algorithms": 3,
     "tianshou_offline.run": 3,
     "tianshou_offline.results": 4,
     "tianshou_offline.dataset_maker": 4,

@@ -9,6 +9,8 @@ Layers, lowest first (a module imports only its own layer and the ones below):
   RL Unplugged's record format); ``atari``: ``env`` (Atari wrappers), ``networks`` (Nature CNN)
 * ``updates``: ``core`` (device datasets, functional Adam, targets, the compiled runner),
   ``continuous`` and ``discrete`` (the algorithms' update steps), ``select`` (step per algorithm)
+* ``algorithms``: Tianshou's offline algorithm classes whose update is the functional step,
+  the paper's maths by default (``continuous``, ``discrete``; ``base``: what they share)
 * ``run``: ``training`` (arguments, checkpoints, the offline trainer), ``evaluation``,
   ``background_eval``, ``summary`` (run-directory file names), ``d4rl`` and ``atari`` (what the
   D4RL and Atari scripts share)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 
 import gymnasium as gym
-from tianshou.algorithm import DiscreteBCQ
 from tianshou.algorithm.imitation.discrete_bcq import DiscreteBCQPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import ModuleWithVectorOutput
 
+from tianshou_offline.algorithms import DiscreteBCQ
 from tianshou_offline.atari.networks import NatureCNN, logits_head
 from tianshou_offline.errors import run_main
 from tianshou_offline.run.atari import (
@@ -70,6 +70,7 @@ def build_algorithm(
         eps_inference=args.eps_test,
     )
     return DiscreteBCQ(
+        tianshou_maths=args.tianshou_maths,
         policy=policy,
         optim=AdamOptimizerFactory(lr=args.lr),
         gamma=args.gamma,

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 
 import gymnasium as gym
-from tianshou.algorithm import DiscreteCQL
 from tianshou.algorithm.modelfree.qrdqn import QRDQNPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import ModuleWithVectorOutput
 
+from tianshou_offline.algorithms import DiscreteCQL
 from tianshou_offline.atari.networks import NatureCNN, QuantileNet
 from tianshou_offline.errors import run_main
 from tianshou_offline.run.atari import (
@@ -55,6 +55,7 @@ def build_algorithm(
     net = QuantileNet(feature_net, int(action_space.n), args.num_quantiles)
     policy = QRDQNPolicy(model=net, action_space=action_space, eps_inference=args.eps_test)
     return DiscreteCQL(
+        tianshou_maths=args.tianshou_maths,
         policy=policy,
         optim=AdamOptimizerFactory(lr=args.lr),
         min_q_weight=args.min_q_weight,

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 
 import gymnasium as gym
-from tianshou.algorithm import DiscreteCRR
 from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import ModuleWithVectorOutput
 from tianshou.utils.net.discrete import DiscreteCritic
 
+from tianshou_offline.algorithms import DiscreteCRR
 from tianshou_offline.atari.networks import HIDDEN_SIZES, NatureCNN, logits_head
 from tianshou_offline.errors import run_main
 from tianshou_offline.run.atari import (
@@ -69,6 +69,7 @@ def build_algorithm(
     )
     policy = DiscreteActorPolicy(actor=actor, action_space=action_space)  # samples its actions
     return DiscreteCRR(
+        tianshou_maths=args.tianshou_maths,
         policy=policy,
         critic=critic,
         optim=AdamOptimizerFactory(lr=args.lr),

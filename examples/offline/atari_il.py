@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 
 import gymnasium as gym
-from tianshou.algorithm.imitation.imitation_base import ImitationPolicy, OfflineImitationLearning
+from tianshou.algorithm.imitation.imitation_base import ImitationPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import ModuleWithVectorOutput
 
+from tianshou_offline.algorithms import ImitationLearning
 from tianshou_offline.atari.networks import NatureCNN, logits_head
 from tianshou_offline.errors import run_main
 from tianshou_offline.run.atari import (
@@ -38,11 +39,13 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_algorithm(
     args: argparse.Namespace, feature_net: ModuleWithVectorOutput, action_space: gym.spaces.Discrete
-) -> OfflineImitationLearning:
+) -> ImitationLearning:
     """Features -> 512 -> action logits, trained with cross-entropy on the buffer's actions."""
     actor = logits_head(feature_net, int(action_space.n))
     policy = ImitationPolicy(actor=actor, action_space=action_space)  # acts by argmax
-    return OfflineImitationLearning(policy=policy, optim=AdamOptimizerFactory(lr=args.lr))
+    return ImitationLearning(
+        policy=policy, optim=AdamOptimizerFactory(lr=args.lr), tianshou_maths=args.tianshou_maths
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

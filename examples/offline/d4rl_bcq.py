@@ -11,12 +11,12 @@ Network sizes follow the paper: 400x300 actor and critics, 750x750 VAE.
 
 import argparse
 
-from tianshou.algorithm import BCQ
 from tianshou.algorithm.imitation.bcq import BCQPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import MLP, Net
 from tianshou.utils.net.continuous import VAE, Perturbation
 
+from tianshou_offline.algorithms import BCQ
 from tianshou_offline.errors import run_main
 from tianshou_offline.run.d4rl import (
     EnvSpec,
@@ -86,6 +86,7 @@ def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> BCQ:
         actor_perturbation=actor, action_space=spec.env.action_space, critic=critic, vae=vae
     )
     algorithm = BCQ(
+        tianshou_maths=args.tianshou_maths,
         policy=policy,
         actor_perturbation_optim=AdamOptimizerFactory(lr=args.actor_lr),
         critic_optim=AdamOptimizerFactory(lr=args.critic_lr),

@@ -13,12 +13,12 @@ Networks as in CQL's paper and CORL: three hidden layers of 256.
 
 import argparse
 
-from tianshou.algorithm import CQL
 from tianshou.algorithm.modelfree.sac import AutoAlpha, SACPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic
 
+from tianshou_offline.algorithms import CQL
 from tianshou_offline.errors import run_main
 from tianshou_offline.run.d4rl import (
     EnvSpec,
@@ -39,10 +39,12 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--actor-lr", type=float, default=1e-4)
     parser.add_argument("--critic-lr", type=float, default=3e-4)
     parser.add_argument("--alpha-lr", type=float, default=1e-4, help="SAC temperature lr")
+    # CORL's D4RL MuJoCo setting (cql.py: cql_alpha 10, cql_lagrange False): a fixed weight;
+    # the CQL paper tuned the multiplier (--with-lagrange) for AntMaze
     parser.add_argument(
-        "--cql-weight", "--min-q-weight", type=float, default=1.0, help="conservative penalty"
+        "--cql-weight", "--min-q-weight", type=float, default=10.0, help="conservative penalty"
     )
-    parser.add_argument("--with-lagrange", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--with-lagrange", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--lagrange-threshold", type=float, default=10.0)
     parser.add_argument("--cql-alpha-lr", type=float, default=3e-4, help="Lagrange multiplier lr")
     parser.add_argument(
@@ -79,6 +81,7 @@ def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> CQL:
     ).to(args.device)
     policy = SACPolicy(actor=actor, action_space=spec.env.action_space)
     algorithm = CQL(
+        tianshou_maths=args.tianshou_maths,
         policy=policy,
         policy_optim=AdamOptimizerFactory(lr=args.actor_lr),
         critic=make_critic(spec, args.hidden_sizes, args.device),

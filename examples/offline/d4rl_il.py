@@ -9,11 +9,12 @@ every offline RL algorithm has to beat, and a strong one on expert data.
 
 import argparse
 
-from tianshou.algorithm.imitation.imitation_base import ImitationPolicy, OfflineImitationLearning
+from tianshou.algorithm.imitation.imitation_base import ImitationPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic
 
+from tianshou_offline.algorithms import ImitationLearning
 from tianshou_offline.errors import run_main
 from tianshou_offline.run.d4rl import EnvSpec, add_d4rl_args, make_env_spec, train_or_watch
 from tianshou_offline.run.evaluation import seed_everything
@@ -29,7 +30,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> OfflineImitationLearning:
+def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> ImitationLearning:
     """The actor and behaviour cloning, exactly as main() trains them."""
     # network: s -> a, squashed to the action range
     actor = ContinuousActorDeterministic(
@@ -40,9 +41,9 @@ def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> OfflineImitation
 
     # algorithm: MSE between the actor's and the dataset's actions
     policy = ImitationPolicy(actor=actor, action_space=spec.env.action_space)
-    algorithm = OfflineImitationLearning(policy=policy, optim=AdamOptimizerFactory(lr=args.lr)).to(
-        args.device
-    )
+    algorithm = ImitationLearning(
+        policy=policy, optim=AdamOptimizerFactory(lr=args.lr), tianshou_maths=args.tianshou_maths
+    ).to(args.device)
     return algorithm
 
 

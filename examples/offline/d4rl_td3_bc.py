@@ -10,13 +10,13 @@ Observations are normalised with the dataset's statistics (``--norm-obs 1``, as 
 
 import argparse
 
-from tianshou.algorithm import TD3BC
 from tianshou.algorithm.modelfree.ddpg import ContinuousDeterministicPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.exploration import GaussianNoise
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic
 
+from tianshou_offline.algorithms import TD3BC
 from tianshou_offline.errors import run_main
 from tianshou_offline.run.d4rl import (
     EnvSpec,
@@ -61,6 +61,7 @@ def build_algorithm(args: argparse.Namespace, spec: EnvSpec) -> TD3BC:
         action_space=spec.env.action_space,
     )
     algorithm = TD3BC(
+        tianshou_maths=args.tianshou_maths,
         policy=policy,
         policy_optim=AdamOptimizerFactory(lr=args.actor_lr),
         critic=make_critic(spec, args.hidden_sizes, args.device),

@@ -117,10 +117,17 @@ def add_training_args(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="fast update path (fast_update.py: one compiled step, data on the device) where "
-        "the algorithm has one; --no-compile: Tianshou's own update. Default: on for CUDA; on "
+        help="compile the algorithm's update step (torch.compile, data on the device; "
+        "--no-compile: the same step, eager). Default: on for CUDA; on "
         f"CPU only for runs of at least {COMPILE_PAYS_FROM_STEPS} gradient steps, since "
         "compiling takes a minute or more there",
+    )
+    parser.add_argument(
+        "--tianshou-2.0.1-maths",
+        dest="tianshou_maths",
+        action="store_true",
+        help="the update exactly as Tianshou 2.0.1 computes it, every correction of this "
+        "collection off (see the algorithm's docstring), for comparison",
     )
     parser.add_argument(
         "--eval-in-background",

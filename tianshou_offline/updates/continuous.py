@@ -51,6 +51,19 @@ def _stack(params1: Params, params2: Params) -> Params:
     return {name: torch.stack([params1[name], params2[name]]) for name in params1}
 
 
+def tianshou_maths(algorithm: Algorithm) -> bool:
+    """True: the update as Tianshou 2.0.1 computes it, corrections off (a plain Tianshou
+    algorithm has no switch and gets exactly its own maths)."""
+    return bool(getattr(algorithm, "tianshou_maths", True))
+
+
+def action_bounds(algorithm: Algorithm, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The action space's low and high, as tensors on ``device``."""
+    space = algorithm.policy.action_space
+    low = torch.as_tensor(np.asarray(space.low, np.float32), device=device)
+    return low, torch.as_tensor(np.asarray(space.high, np.float32), device=device)
+
+
 def tanh_gaussian_sample(
     actor: torch.nn.Module, params: Params, obs: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -122,7 +135,10 @@ class _ActorTwinCriticStep(FunctionalStep):
 
 
 class TD3BCStep(_ActorTwinCriticStep):
-    """TD3+BC as Tianshou computes it (TD3BC._update_with_batch and TD3's target)."""
+    """TD3+BC (Fujimoto & Gu, 2021): TD3's twin critics and delayed actor, whose loss adds a
+    behaviour-cloning term. With ``tianshou_maths`` exactly Tianshou's TD3BC._update_with_batch
+    and TD3's target; corrected (the default of tianshou_offline.algorithms.TD3BC), the
+    smoothed target action is clipped to the action bounds, as in the paper and CORL."""
 
     stat_names = ("actor_loss", "critic1_loss", "critic2_loss")
 
@@ -132,6 +148,8 @@ class TD3BCStep(_ActorTwinCriticStep):
             raise NotImplementedError("fast TD3+BC supports 1-step returns only")
         # the actor loss of the last delayed update, reported in between (as Tianshou does)
         self.last_actor_loss = torch.zeros((), device=self.device)
+        self.corrected = not tianshou_maths(algorithm)
+        self.act_low, self.act_high = action_bounds(algorithm, self.device)
 
     def variant(self) -> bool:
         return self.algo._cnt % self.algo.update_actor_freq == 0
@@ -150,6 +168,8 @@ class TD3BCStep(_ActorTwinCriticStep):
             if algo.noise_clip > 0.0:
                 noise = noise.clamp(-algo.noise_clip, algo.noise_clip)
             act_next = act_next + noise
+            if self.corrected:  # TD3 (Fujimoto et al., 2018), eq. 15: the clip to the bounds
+                act_next = torch.max(torch.min(act_next, self.act_high), self.act_low)
             q_next = self.min_q(obs_next, act_next, target=True)
             not_terminal = 1.0 - batch["terminated"]
             returns = batch["rew"] + algo.gamma * not_terminal * q_next.flatten()
@@ -250,13 +270,16 @@ def _repeat_rows(x: Tensor, repeats: int) -> Tensor:
 
 
 class CQLStep(_ActorTwinCriticStep):
-    """CQL as Tianshou's CQL._update_with_batch computes it, quirks included.
+    """CQL(H) (Kumar et al., 2020) with a SAC actor, optionally with the Lagrange multiplier and
+    Cal-QL's floor (Nakamoto et al., 2023).
 
-    Kept from Tianshou on purpose (the fast path must not change the maths; see
-    benchmarks/README.md for the upstream notes): the "random" actions are drawn from
-    U(-min_action, max_action), i.e. constant when min_action == -max_action; the log-sum-exp runs
-    over the three kinds of sampled values per repeated state, not over the repeats; the target
-    uses ``done`` (time-outs included) as the terminal mask.
+    Corrected (the default of tianshou_offline.algorithms.CQL), as the paper's appendix F and
+    CORL's cql.py compute it: the random actions are U(low, high) of the action box; the
+    log-sum-exp of each state runs over all its 3 x num_repeat_actions importance-weighted
+    sampled values (random, current-policy, next-policy actions); the target masks with
+    ``terminated`` (a time-out bootstraps). With ``tianshou_maths`` exactly as Tianshou 2.0.1's
+    CQL._update_with_batch: U(-min_action, max_action) (a constant when min_action ==
+    -max_action), the log-sum-exp over the three values of each repeated state, ``done``.
     """
 
     stat_names = (
@@ -279,14 +302,19 @@ class CQLStep(_ActorTwinCriticStep):
             self.target_entropy = float(alpha._target_entropy)
         else:
             self.log_alpha = torch.tensor(math.log(alpha.value), device=self.device)
-        # The Lagrange multiplier: Tianshou keeps it outside state_dict (and on CUDA optimises a
+        # The Lagrange multiplier. Tianshou keeps it outside state_dict (and on CUDA optimises a
         # CPU copy that the loss never reads); here it is optimised on the device, as on CPU.
+        # (tianshou_offline.algorithms.CQL registers it, with its optimizer, in state_dict.)
         self.cql_log_alpha = algorithm.cql_log_alpha.detach()
         self.cql_alpha_optim = FunctionalAdam.of(algorithm.cql_alpha_optim)
         self.cql_alpha_optim.params = [self.cql_log_alpha]
         for name in ("exp_avg", "exp_avg_sq", "steps"):
             tensors = getattr(self.cql_alpha_optim, name)
             setattr(self.cql_alpha_optim, name, [t.to(self.device) for t in tensors])
+        self.corrected = not tianshou_maths(algorithm)
+        self.act_low, self.act_high = action_bounds(algorithm, self.device)
+        space = algorithm.policy.action_space  # log-density of U(low, high), a constant
+        self.box_log_density = -float(np.log(space.high - space.low).sum())
 
     def _sample(self, obs: Tensor, params: Params | None = None) -> tuple[Tensor, Tensor]:
         return tanh_gaussian_sample(
@@ -327,10 +355,16 @@ class CQLStep(_ActorTwinCriticStep):
             act_next, log_pi_next = self._sample(obs_next)
             q_next = self.min_q(obs_next, act_next, target=True)
             q_next = q_next - alpha * log_pi_next
-            returns = batch["rew"] + (1.0 - batch["done"]) * algo.gamma * q_next.flatten()
+            terminal = batch["terminated"] if self.corrected else batch["done"]
+            returns = batch["rew"] + (1.0 - terminal) * algo.gamma * q_next.flatten()
 
             # the penalty's sampled actions, shared by both critics
-            low, high = -algo.min_action, algo.max_action  # sic: Tianshou's bounds
+            if self.corrected:  # uniform over the action box
+                low, high = self.act_low, self.act_high
+                random_log_prob = self.box_log_density
+            else:  # Tianshou's bounds: U(-min_action, max_action), log-density of U(-1, 1)
+                low, high = -algo.min_action, algo.max_action
+                random_log_prob = math.log(0.5**act_dim)
             random_act = low + (high - low) * torch.rand(
                 batch_size * repeats, act_dim, device=self.device
             )
@@ -338,7 +372,6 @@ class CQLStep(_ActorTwinCriticStep):
             repeated_obs_next = _repeat_rows(obs_next, repeats)
             act_cur, log_pi_cur = self._sample(repeated_obs)
             act_nxt, log_pi_nxt = self._sample(repeated_obs_next)
-            random_log_prob = math.log(0.5**act_dim)
             if algo.calibrated:
                 mc_returns = _repeat_rows(batch["calibration_returns"][:, None], repeats)
 
@@ -352,6 +385,10 @@ class CQLStep(_ActorTwinCriticStep):
             if algo.calibrated:
                 random_q, current_q, next_q = (
                     torch.max(v, mc_returns) for v in (random_q, current_q, next_q)
+                )
+            if self.corrected:  # per state: all 3 x repeats sampled values
+                random_q, current_q, next_q = (
+                    v.reshape(batch_size, repeats) for v in (random_q, current_q, next_q)
                 )
             sampled = torch.cat([random_q, current_q, next_q], 1) / algo.temperature
             penalty = (
@@ -406,8 +443,14 @@ class CQLStep(_ActorTwinCriticStep):
 
 
 class BCQStep(FunctionalStep):
-    """BCQ as Tianshou's BCQ._update_with_batch computes it: VAE, twin critics with the
-    clipped double-Q target over VAE-sampled next actions, perturbation actor, targets."""
+    """BCQ (Fujimoto et al., 2019): VAE, twin critics with the clipped double-Q target over
+    VAE-sampled next actions, perturbation actor, targets.
+
+    Corrected (the default of tianshou_offline.algorithms.BCQ), as in the paper's Algorithm 1:
+    the target's sampled actions go through the target perturbation network, and the target
+    masks with ``terminated``. With ``tianshou_maths`` exactly Tianshou 2.0.1's
+    BCQ._update_with_batch: the decoded actions unperturbed, ``done``.
+    """
 
     stat_names = ("actor_loss", "critic1_loss", "critic2_loss", "vae_loss")
 
@@ -426,6 +469,7 @@ class BCQStep(FunctionalStep):
         self.critic1_optim = FunctionalAdam.of_wrapper(algorithm.critic_optim)
         self.critic2_optim = FunctionalAdam.of_wrapper(algorithm.critic2_optim)
         self.device = next(self.vae.parameters()).device
+        self.corrected = not tianshou_maths(algorithm)
 
     def _decode(self, obs: Tensor) -> Tensor:
         """VAE.decode(obs): a latent from N(0, 1) clipped to [-0.5, 0.5], decoded (no grad)."""
@@ -454,11 +498,17 @@ class BCQStep(FunctionalStep):
         with torch.no_grad():
             obs_next = _repeat_rows(batch["obs_next"], algo.num_sampled_action)
             act_next = self._decode(obs_next)
+            if self.corrected:  # xi_phi'(s', a), the target perturbation network
+                target_perturbation = self.lagged.of(self.perturbation)
+                act_next = functional_call(
+                    self.perturbation, target_perturbation, (obs_next, act_next)
+                )
             q1 = _critic(policy.critic, self.lagged.of(policy.critic), obs_next, act_next)
             q2 = _critic(algo.critic2, self.lagged.of(algo.critic2), obs_next, act_next)
             q_next = algo.lmbda * torch.min(q1, q2) + (1 - algo.lmbda) * torch.max(q1, q2)
             q_next = q_next.reshape(batch_size, -1).max(dim=1)[0].reshape(-1, 1)
-            not_done = (1.0 - batch["done"]).reshape(-1, 1)  # sic: Tianshou masks with done
+            terminal = batch["terminated"] if self.corrected else batch["done"]
+            not_done = (1.0 - terminal).reshape(-1, 1)
             returns = batch["rew"].reshape(-1, 1) + not_done * algo.gamma * q_next
 
         def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
@@ -497,6 +547,7 @@ class BehaviourCloningStep(FunctionalStep):
         self.actor = algorithm.policy.actor
         self.actor_params = param_aliases(self.actor)
         self.optim = FunctionalAdam.of_wrapper(algorithm.optim)
+        self.device = next(self.actor.parameters()).device
 
     def __call__(self, batch: Batch, variant: object) -> Tensor:
         def loss_fn(params: Params) -> Tensor:

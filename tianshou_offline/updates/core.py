@@ -282,6 +282,7 @@ class FunctionalStep:
     """
 
     stat_names: tuple[str, ...]
+    device: torch.device  # where its tensors are (and batches must be)
 
     def variant(self) -> object:
         """The branch of the next step (host-side state only, no device sync)."""

@@ -331,15 +331,16 @@ def _categorical(logits: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class DiscreteCRRStep(_DiscreteStep):
-    """DiscreteCRR, quirks included (kept on purpose: the fast path must not change the maths).
+    """Critic regularized regression (Wang et al., 2020), optionally with a CQL term.
 
-    As Tianshou 2.0.1 computes it: the actor's weight ``exp(advantage / beta)`` is not detached,
-    so the actor loss also trains the critic (and the actor through the advantage's baseline);
-    ``-log_prob`` (B,) times the weight (B, 1) broadcasts to (B, B), so the actor loss is
-    mean(-log_prob) * mean(weight): plain cloning scaled by the batch's mean weight, not a
-    per-sample weighting; the CQL term broadcasts the same way (its value is unaffected); the
-    target masks with ``done`` (time-outs included). The target networks are copied *before*
-    the target is computed (every ``target_update_freq`` updates).
+    Corrected (the default of tianshou_offline.algorithms.DiscreteCRR), as the paper's eq. 3:
+    each sample's log-probability is weighted by its own f(advantage), a constant of the actor
+    loss (detached: no critic gradient from it); the target masks with ``terminated``. With
+    ``tianshou_maths`` exactly as Tianshou 2.0.1 computes it: the weight is not detached (the
+    actor loss also trains the critic); ``-log_prob`` (B,) times the weight (B, 1) broadcasts
+    to (B, B), so the actor loss is mean(-log_prob) * mean(weight); the target masks with
+    ``done``. Either way the target networks are copied *before* the target is computed
+    (every ``target_update_freq`` updates).
     """
 
     stat_names = ("loss", "actor_loss", "critic_loss", "cql_loss")
@@ -349,6 +350,7 @@ class DiscreteCRRStep(_DiscreteStep):
         self.actor, self.critic = algorithm.policy.actor, algorithm.critic
         if algorithm._policy_improvement_mode not in ("exp", "binary", "all"):
             raise NotImplementedError(algorithm._policy_improvement_mode)
+        self.corrected = not getattr(algorithm, "tianshou_maths", True)
 
     def variant(self) -> bool:
         algo = self.algo
@@ -375,7 +377,8 @@ class DiscreteCRRStep(_DiscreteStep):
             target_logits, q_next = _heads(modules, target_params, batch["obs_next"])
             _, target_probs = _categorical(target_logits)
             expected_target_q = (q_next * target_probs).sum(-1, keepdim=True)
-            expected_target_q = torch.where(batch["done"][:, None] > 0, 0.0, expected_target_q)
+            terminal = batch["terminated"] if self.corrected else batch["done"]
+            expected_target_q = torch.where(terminal[:, None] > 0, 0.0, expected_target_q)
             gamma = algo.discounted_return_computation.gamma
             target = batch["rew"][:, None] + gamma * expected_target_q
 
@@ -393,8 +396,13 @@ class DiscreteCRRStep(_DiscreteStep):
             else:
                 coef = 1.0
             log_prob = log_pmf.gather(-1, act[:, None]).squeeze(-1)  # (B,)
-            actor_loss = (-log_prob * coef).mean()  # sic: (B,) * (B, 1) -> (B, B)
-            min_q_loss = (q.logsumexp(1) - qa).mean()  # sic: (B,) - (B, 1) -> (B, B)
+            if self.corrected:  # per sample, f(A) a constant: sum_i f(A_i) log pi(a_i|s_i) / B
+                weight = coef.squeeze(-1).detach() if isinstance(coef, Tensor) else coef
+                actor_loss = (-log_prob * weight).mean()
+                min_q_loss = (q.logsumexp(1) - qa.squeeze(1)).mean()
+            else:
+                actor_loss = (-log_prob * coef).mean()  # (B,) * (B, 1) -> (B, B)
+                min_q_loss = (q.logsumexp(1) - qa).mean()  # (B,) - (B, 1) -> (B, B)
             loss = actor_loss + critic_loss + algo._min_q_weight * min_q_loss
             return loss, (actor_loss, critic_loss, min_q_loss)
 
@@ -404,19 +412,3 @@ class DiscreteCRRStep(_DiscreteStep):
 
     def to_stats(self, values: list[float]) -> TrainingStats:
         return DiscreteCRRTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
-
-
-def discrete_step(algorithm: Algorithm) -> FunctionalStep | None:
-    """The fast step of a discrete (Atari) algorithm, or None where there is none."""
-    if isinstance(algorithm, DiscreteBCQ):
-        return DiscreteBCQStep(algorithm)
-    if isinstance(algorithm, DiscreteCQL):
-        return DiscreteCQLStep(algorithm)
-    if isinstance(algorithm, DiscreteCRR):
-        return DiscreteCRRStep(algorithm)
-    if (
-        isinstance(algorithm, OfflineImitationLearning)
-        and algorithm.policy.action_type == "discrete"
-    ):
-        return DiscreteImitationStep(algorithm)
-    return None

@@ -1,35 +1,26 @@
-"""Which fast step and which device dataset an algorithm gets (the one module that knows both
-the continuous and the discrete steps)."""
+"""The compiled update of an algorithm: its own functional step over the dataset on the device
+(frame-stacked buffers as ``discrete.FrameStackDataset``, others as ``core.DeviceDataset``)."""
 
 from __future__ import annotations
 
 import torch
-from tianshou.algorithm import BCQ, CQL, TD3BC
 from tianshou.algorithm.algorithm_base import Algorithm
-from tianshou.algorithm.imitation.imitation_base import OfflineImitationLearning
 from tianshou.data import ReplayBuffer
 
-from tianshou_offline.updates.continuous import BCQStep, BehaviourCloningStep, CQLStep, TD3BCStep
 from tianshou_offline.updates.core import DeviceDataset, FastUpdate, FunctionalStep
-from tianshou_offline.updates.discrete import FrameStackDataset, discrete_step
+from tianshou_offline.updates.discrete import FrameStackDataset
 
 
 def functional_step(algorithm: Algorithm, twin_ensemble: bool = False) -> FunctionalStep | None:
-    """The fast step of ``algorithm``, or None where there is none. ``twin_ensemble``: TD3+BC's
-    and CQL's twin critics as one batched network (``_ActorTwinCriticStep``; off by default: on
-    the CPU it did not pay, benchmarks/README.md; not yet timed on a GPU)."""
-    step = discrete_step(algorithm)
-    if step is not None:
-        return step
-    if isinstance(algorithm, TD3BC):
-        return TD3BCStep(algorithm, twin_ensemble)
-    if isinstance(algorithm, CQL):
-        return CQLStep(algorithm, twin_ensemble)
-    if isinstance(algorithm, BCQ):
-        return BCQStep(algorithm)
-    if isinstance(algorithm, OfflineImitationLearning):
-        return BehaviourCloningStep(algorithm)
-    return None
+    """The step ``algorithm`` compiles (``algorithms.base.FunctionalUpdate.compilable_step``), or
+    None: a Tianshou class, or a subclass with its own ``_update_with_batch``, keeps its update.
+    ``twin_ensemble``: TD3+BC's and CQL's twin critics as one batched network
+    (``_ActorTwinCriticStep``; off by default: on the CPU it did not pay, benchmarks/README.md)."""
+    compilable = getattr(algorithm, "compilable_step", None)
+    step = compilable() if compilable is not None else None
+    if step is not None and twin_ensemble and hasattr(step, "ensemble"):
+        step.ensemble = True
+    return step
 
 
 def make_fast_update(
