@@ -26,17 +26,17 @@ ARGS=(--datasets examples/offline/data/hopper-made-medium-50k.hdf5 log/data/hopp
   --sweep-dir log/results-100k --num-cpus 2 --cpus-per-run 1
   --epoch 20 --epoch-num-steps 5000 --batch-size 256 --hidden-sizes 64 64 --test-num 10 --compile)
 python examples/offline/sweep.py --scripts d4rl_il d4rl_td3_bc --seeds 0 1 "${ARGS[@]}"
-# CQL's settings in the table, written out (the script's defaults when the table was made):
+# CQL as in the table: Tianshou 2.0.1's maths and the defaults it had then
 # --cql-weight 1 with the Lagrange multiplier on (--lagrange-threshold 10)
 python examples/offline/sweep.py --scripts d4rl_cql --seeds 0 "${ARGS[@]}" \
-  --cql-weight 1 --with-lagrange
+  --cql-weight 1 --with-lagrange --tianshou-2.0.1-maths
 python examples/offline/sweep.py --scripts d4rl_bcq --seeds 0 1 "${ARGS[@]}" --vae-hidden-sizes 128 128
 # the CQL probe below the table (30,000 steps, no Lagrange multiplier)
 for w in 5 10; do
   python examples/offline/d4rl_cql.py --task Hopper-v2 --seed 0 \
     --expert-data-task examples/offline/data/hopper-made-medium-50k.hdf5 --run-dir log/cql-probe/weight$w \
     --epoch 6 --epoch-num-steps 5000 --batch-size 256 --hidden-sizes 64 64 --test-num 10 --compile \
-    --no-with-lagrange --cql-weight $w
+    --no-with-lagrange --cql-weight $w --tianshou-2.0.1-maths
 done
 python examples/offline/aggregate_results.py log/results-100k --out examples/offline/results \
   --reference-label "Tianshou's published return, HalfCheetah expert / medium (D4RL data, not ours)" \

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,42 @@ def test_recorded_frames_round_trip_exactly(
     np.testing.assert_array_equal(
         loaded[np.arange(200)].obs_next[within_episodes], expected_next[within_episodes]
     )
+
+
+def test_atari_bcq_resumed_after_kill_9_across_a_target_copy_is_the_same_run(workdir: Path):
+    """Target copies every 4 updates, 6 per epoch: the kill comes between two copies, and the
+    resumed run must copy at the same updates (the counter is checkpointed), ending with
+    bit-identical parameters and the same evaluations."""
+    args = (*OFFLINE_RUN, "--test-num", "1", "--target-update-freq", "4")
+    args = (*args, "--epoch", "3", "--epoch-num-steps", "6")
+    whole = run_script(OFFLINE / "atari_bcq.py", *args, "--run-dir", "whole", cwd=workdir)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    process, log = start_script(OFFLINE / "atari_bcq.py", *args, "--run-dir", "killed", cwd=workdir)
+    checkpoint = workdir / "killed" / "checkpoint.pth"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert torch.load(checkpoint, weights_only=False)["epoch"] < 3
+    resumed = run_script(
+        OFFLINE / "atari_bcq.py", *args, "--resume-path", str(checkpoint), cwd=workdir
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    one, two = (
+        torch.load(workdir / d / "policy_last.pth", weights_only=False)["algorithm"]
+        for d in ("whole", "killed")
+    )
+    assert one["_extra_state"]["counters"] == two["_extra_state"]["counters"] == {"_iter": 18}
+    for key, value in one.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(two[key], value, rtol=0, atol=0, msg=key)
+    histories = [
+        [
+            h["return_mean"]
+            for h in json.loads((workdir / d / "summary.json").read_text())["history"]
+        ]
+        for d in ("whole", "killed")
+    ]
+    assert histories[0] == histories[1] and len(histories[0]) == 4

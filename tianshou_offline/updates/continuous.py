@@ -157,19 +157,25 @@ class TD3BCStep(_ActorTwinCriticStep):
     def advance(self) -> None:
         self.algo._cnt += 1
 
+    def target_action(self, obs_next: Tensor) -> Tensor:
+        """The target actor's action plus clipped Gaussian noise (target policy smoothing)."""
+        algo = self.algo
+        act_next = _actor(self.actor, self.lagged.of(self.actor), obs_next)
+        noise = torch.randn(act_next.shape, device=act_next.device) * algo.policy_noise
+        if algo.noise_clip > 0.0:
+            noise = noise.clamp(-algo.noise_clip, algo.noise_clip)
+        act_next = act_next + noise
+        if self.corrected:  # TD3 (Fujimoto et al., 2018), eq. 15: the clip to the bounds
+            act_next = torch.max(torch.min(act_next, self.act_high), self.act_low)
+        return act_next
+
     def __call__(self, batch: Batch, update_actor: object) -> Tensor:
         algo = self.algo
         obs, act, obs_next = batch["obs"], batch["act"], batch["obs_next"]
 
         # target: smoothed target-policy action, min of the target critics, 1-step return
         with torch.no_grad():
-            act_next = _actor(self.actor, self.lagged.of(self.actor), obs_next)
-            noise = torch.randn(act_next.shape, device=act_next.device) * algo.policy_noise
-            if algo.noise_clip > 0.0:
-                noise = noise.clamp(-algo.noise_clip, algo.noise_clip)
-            act_next = act_next + noise
-            if self.corrected:  # TD3 (Fujimoto et al., 2018), eq. 15: the clip to the bounds
-                act_next = torch.max(torch.min(act_next, self.act_high), self.act_low)
+            act_next = self.target_action(obs_next)
             q_next = self.min_q(obs_next, act_next, target=True)
             not_terminal = 1.0 - batch["terminated"]
             returns = batch["rew"] + algo.gamma * not_terminal * q_next.flatten()
@@ -321,6 +327,30 @@ class CQLStep(_ActorTwinCriticStep):
             self.actor, self.actor_params if params is None else params, obs
         )
 
+    def random_actions(self, n: int, act_dim: int) -> tuple[Tensor, float]:
+        """``n`` uniform random actions and the log-density they are importance-weighted with."""
+        if self.corrected:  # uniform over the action box
+            low, high = self.act_low, self.act_high
+            log_density = self.box_log_density
+        else:  # Tianshou's bounds: U(-min_action, max_action), log-density of U(-1, 1)
+            low, high = -self.algo.min_action, self.algo.max_action
+            log_density = math.log(0.5**act_dim)
+        return low + (high - low) * torch.rand(n, act_dim, device=self.device), log_density
+
+    def sampled_logsumexp(
+        self, random_q: Tensor, current_q: Tensor, next_q: Tensor, batch_size: int
+    ) -> Tensor:
+        """temperature * log-sum-exp(Q / temperature) over the sampled actions: per state over
+        its 3 x num_repeat_actions values (corrected), or per repeated state over its 3 values
+        (Tianshou); each input is (batch_size * num_repeat_actions, 1), states repeated in a row.
+        """
+        if self.corrected:
+            random_q, current_q, next_q = (
+                v.reshape(batch_size, -1) for v in (random_q, current_q, next_q)
+            )
+        sampled = torch.cat([random_q, current_q, next_q], 1) / self.algo.temperature
+        return torch.logsumexp(sampled, dim=1) * self.algo.temperature
+
     def __call__(self, batch: Batch, variant: object) -> Tensor:
         algo = self.algo
         obs, act, obs_next = batch["obs"], batch["act"], batch["obs_next"]
@@ -359,15 +389,7 @@ class CQLStep(_ActorTwinCriticStep):
             returns = batch["rew"] + (1.0 - terminal) * algo.gamma * q_next.flatten()
 
             # the penalty's sampled actions, shared by both critics
-            if self.corrected:  # uniform over the action box
-                low, high = self.act_low, self.act_high
-                random_log_prob = self.box_log_density
-            else:  # Tianshou's bounds: U(-min_action, max_action), log-density of U(-1, 1)
-                low, high = -algo.min_action, algo.max_action
-                random_log_prob = math.log(0.5**act_dim)
-            random_act = low + (high - low) * torch.rand(
-                batch_size * repeats, act_dim, device=self.device
-            )
+            random_act, random_log_prob = self.random_actions(batch_size * repeats, act_dim)
             repeated_obs = _repeat_rows(obs, repeats)
             repeated_obs_next = _repeat_rows(obs_next, repeats)
             act_cur, log_pi_cur = self._sample(repeated_obs)
@@ -386,15 +408,8 @@ class CQLStep(_ActorTwinCriticStep):
                 random_q, current_q, next_q = (
                     torch.max(v, mc_returns) for v in (random_q, current_q, next_q)
                 )
-            if self.corrected:  # per state: all 3 x repeats sampled values
-                random_q, current_q, next_q = (
-                    v.reshape(batch_size, repeats) for v in (random_q, current_q, next_q)
-                )
-            sampled = torch.cat([random_q, current_q, next_q], 1) / algo.temperature
-            penalty = (
-                torch.logsumexp(sampled, dim=1).mean() * algo.cql_weight * algo.temperature
-                - q.mean() * algo.cql_weight
-            )
+            soft_max_q = self.sampled_logsumexp(random_q, current_q, next_q, batch_size)
+            penalty = soft_max_q.mean() * algo.cql_weight - q.mean() * algo.cql_weight
             return td_loss, penalty
 
         with torch.no_grad():  # the Lagrange scale as it was before this step's update

@@ -324,6 +324,19 @@ class DiscreteCQLStep(_DiscreteStep):
         return DiscreteCQLTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
 
 
+def crr_actor_loss(log_prob: Tensor, weight: Tensor | float, *, corrected: bool) -> Tensor:
+    """CRR's actor loss from each sample's log pi(a|s) (B,) and f(advantage) (B, 1).
+
+    Corrected: -sum_i f(A_i) log pi(a_i|s_i) / B with f a constant (detached). Tianshou 2.0.1:
+    (B,) * (B, 1) broadcasts to (B, B), i.e. -mean(log pi) * mean(f), f not detached.
+    """
+    if not corrected:
+        return (-log_prob * weight).mean()
+    if isinstance(weight, Tensor):
+        weight = weight.reshape(log_prob.shape).detach()
+    return (-log_prob * weight).mean()
+
+
 def _categorical(logits: Tensor) -> tuple[Tensor, Tensor]:
     """(normalized logits, probs) as torch.distributions.Categorical(logits=...) computes them."""
     normalized = logits - logits.logsumexp(dim=-1, keepdim=True)
@@ -396,12 +409,10 @@ class DiscreteCRRStep(_DiscreteStep):
             else:
                 coef = 1.0
             log_prob = log_pmf.gather(-1, act[:, None]).squeeze(-1)  # (B,)
-            if self.corrected:  # per sample, f(A) a constant: sum_i f(A_i) log pi(a_i|s_i) / B
-                weight = coef.squeeze(-1).detach() if isinstance(coef, Tensor) else coef
-                actor_loss = (-log_prob * weight).mean()
+            actor_loss = crr_actor_loss(log_prob, coef, corrected=self.corrected)
+            if self.corrected:
                 min_q_loss = (q.logsumexp(1) - qa.squeeze(1)).mean()
             else:
-                actor_loss = (-log_prob * coef).mean()  # (B,) * (B, 1) -> (B, B)
                 min_q_loss = (q.logsumexp(1) - qa).mean()  # (B,) - (B, 1) -> (B, B)
             loss = actor_loss + critic_loss + algo._min_q_weight * min_q_loss
             return loss, (actor_loss, critic_loss, min_q_loss)
