@@ -47,6 +47,10 @@ class FunctionalUpdate:
     _step: FunctionalStep | None = None
     _unsupported: str | None = None  # why make_step refused this configuration, if it did
 
+    def __init__(self, *, tianshou_maths: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # the Tianshou class's constructor
+        self.tianshou_maths = tianshou_maths
+
     def make_step(self) -> FunctionalStep:
         raise NotImplementedError
 

@@ -38,10 +38,6 @@ class ImitationLearning(FunctionalUpdate, OfflineImitationLearning):
     """Behaviour cloning: MSE to the dataset's actions (continuous) or their negative
     log-likelihood (discrete). Nothing to correct; the functional step runs it."""
 
-    def __init__(self, *, tianshou_maths: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tianshou_maths = tianshou_maths
-
     def make_step(self) -> FunctionalStep:
         if self.policy.action_type == "discrete":
             return DiscreteImitationStep(self)
@@ -57,10 +53,6 @@ class TD3BC(FunctionalUpdate, TianshouTD3BC):
     """
 
     checkpointed_counters = ("_cnt", "_last")
-
-    def __init__(self, *, tianshou_maths: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tianshou_maths = tianshou_maths
 
     def make_step(self) -> FunctionalStep:
         return TD3BCStep(self)
@@ -80,9 +72,8 @@ class CQL(FunctionalUpdate, TianshouCQL):
       the temperature's are checkpointed.
     """
 
-    def __init__(self, *, tianshou_maths: bool = False, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.tianshou_maths = tianshou_maths
         lr = self.cql_alpha_optim.param_groups[0]["lr"]
         device = self.cql_log_alpha.device
         self.cql_log_alpha = torch.nn.Parameter(torch.zeros(1, device=device))
@@ -103,10 +94,6 @@ class BCQ(FunctionalUpdate, TianshouBCQ):
     * the target masks with ``terminated``, not ``done``.
     """
 
-    def __init__(self, *, tianshou_maths: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tianshou_maths = tianshou_maths
-
     def make_step(self) -> FunctionalStep:
         return BCQStep(self)
 
@@ -114,10 +101,6 @@ class BCQ(FunctionalUpdate, TianshouBCQ):
 class SAC(FunctionalUpdate, TianshouSAC):
     """Online SAC (automatic temperature), the dataset maker's trainer: the target masks with
     ``terminated``, and the temperature's optimizer is checkpointed."""
-
-    def __init__(self, *, tianshou_maths: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tianshou_maths = tianshou_maths
 
     def make_step(self) -> FunctionalStep:
         return SACStep(self)

@@ -6,8 +6,6 @@ maths lives in ``tianshou_offline.updates.discrete``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tianshou.algorithm import DiscreteBCQ as TianshouDiscreteBCQ
 from tianshou.algorithm import DiscreteCQL as TianshouDiscreteCQL
 from tianshou.algorithm import DiscreteCRR as TianshouDiscreteCRR
@@ -23,10 +21,6 @@ class DiscreteBCQ(FunctionalUpdate, TianshouDiscreteBCQ):
 
     checkpointed_counters = ("_iter",)
 
-    def __init__(self, *, tianshou_maths: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tianshou_maths = tianshou_maths
-
     def make_step(self) -> FunctionalStep:
         return DiscreteBCQStep(self)
 
@@ -36,10 +30,6 @@ class DiscreteCQL(FunctionalUpdate, TianshouDiscreteCQL):
     target-copy counter is checkpointed."""
 
     checkpointed_counters = ("_iter",)
-
-    def __init__(self, *, tianshou_maths: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tianshou_maths = tianshou_maths
 
     def make_step(self) -> FunctionalStep:
         return DiscreteCQLStep(self)
@@ -57,10 +47,6 @@ class DiscreteCRR(FunctionalUpdate, TianshouDiscreteCRR):
     """
 
     checkpointed_counters = ("_iter",)
-
-    def __init__(self, *, tianshou_maths: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tianshou_maths = tianshou_maths
 
     def make_step(self) -> FunctionalStep:
         return DiscreteCRRStep(self)

@@ -115,6 +115,17 @@ class _ActorTwinCriticStep(FunctionalStep):
         both = vmap(lambda params: _critic(critic1, params, obs, act))(_stack(params1, params2))
         return both.min(0).values
 
+    def regress_critics(self, obs: Tensor, act: Tensor, returns: Tensor) -> tuple[Tensor, Tensor]:
+        """One Adam step of each critic on its mean squared TD error; returns both losses."""
+
+        def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
+            return (_critic(module, params, obs, act).flatten() - returns).pow(2).mean()
+
+        (grads1, grads2), losses = self.critic_grads(critic_loss)
+        self.critic1_optim.step(list(grads1.values()))
+        self.critic2_optim.step(list(grads2.values()))
+        return losses  # type: ignore[return-value]
+
     def critic_grads(
         self, loss_fn: Callable[..., Tensor | tuple[Tensor, Tensor]], *, has_aux: bool = False
     ) -> tuple[tuple[Params, Params], tuple[object, object]]:
@@ -180,12 +191,7 @@ class TD3BCStep(_ActorTwinCriticStep):
             not_terminal = 1.0 - batch["terminated"]
             returns = batch["rew"] + algo.gamma * not_terminal * q_next.flatten()
 
-        def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
-            return (_critic(module, params, obs, act).flatten() - returns).pow(2).mean()
-
-        (grads1, grads2), (critic1_loss, critic2_loss) = self.critic_grads(critic_loss)
-        self.critic1_optim.step(list(grads1.values()))
-        self.critic2_optim.step(list(grads2.values()))
+        critic1_loss, critic2_loss = self.regress_critics(obs, act, returns)
 
         if update_actor:  # delayed policy update with the just-updated first critic
 
@@ -238,12 +244,7 @@ class SACStep(_ActorTwinCriticStep):
             not_terminal = 1.0 - batch["terminated"]
             returns = batch["rew"] + algo.gamma * not_terminal * q_next.flatten()
 
-        def critic_loss(params: Params, module: torch.nn.Module) -> Tensor:
-            return (_critic(module, params, obs, act).flatten() - returns).pow(2).mean()
-
-        (grads1, grads2), (critic1_loss, critic2_loss) = self.critic_grads(critic_loss)
-        self.critic1_optim.step(list(grads1.values()))
-        self.critic2_optim.step(list(grads2.values()))
+        critic1_loss, critic2_loss = self.regress_critics(obs, act, returns)
 
         def actor_loss(params: Params) -> tuple[Tensor, Tensor]:
             act_pred, log_prob = tanh_gaussian_sample(self.actor, params, obs)
