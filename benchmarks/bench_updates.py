@@ -4,19 +4,28 @@
 For each algorithm this measures, in one process and with warm-up (and compilation) excluded:
 
 * project: the scripts' own path: the algorithm object that ``examples/offline/<script>.py``
-  builds, data from the scripts' loader, and Tianshou's ``algorithm.update(buffer, batch_size)``,
-  exactly what the offline trainer calls once per gradient step;
-* fast: the same algorithm object updated by ``fast_update.py`` (``--compile``, the default
-  in the scripts where it exists);
-* plain: a minimal eager PyTorch implementation of the same maths (nn.Sequential networks,
-  torch.optim.Adam, the dataset as tensors on the device);
+  builds by default (``build_algorithm``: the classes of ``tianshou_offline.algorithms`` with
+  the paper's maths, i.e. without ``--tianshou-2.0.1-maths``; checked), data from the scripts'
+  loader, and Tianshou's ``algorithm.update(buffer, batch_size)``, exactly what the offline
+  trainer calls once per gradient step: Tianshou's sampling, then the algorithm's functional
+  step (``tianshou_offline.updates``) run eagerly;
+* fast: the same step compiled over the dataset on the device
+  (``tianshou_offline.updates.select.make_fast_update``, the scripts' ``--compile``);
+* plain: the paper's update written independently in minimal eager PyTorch (nn.Sequential
+  networks, torch.optim.Adam, batches drawn from the dataset as tensors on the device), after
+  the authors' or CORL's reference code (each ``plain_*`` names its source and where it
+  departs from it), with the project row's network sizes, batch size and hyperparameters: the
+  same arithmetic as the project's step but no code shared with it, so ``project/plain``
+  measures speed, not agreement;
 * the device's matrix-multiply throughput (float32, as training runs; measured again before each
-  row, since a shared machine's varies), and each update's FLOPs
-  (counted by torch.utils.flop_counter on the plain update), so ``% limit`` = FLOPs per update x
-  updates per second / throughput, for the fastest of the paths.
+  row, since a shared machine's varies), and each update's FLOPs (counted by
+  torch.utils.flop_counter on the plain update, averaged over two updates since TD3+BC's actor
+  learns every second one), so ``% limit`` = FLOPs per update x updates per second /
+  throughput, for the fastest of the paths.
 
 Rows "tiny" use hidden 32 and batch 32: there the arithmetic is negligible and the numbers
-measure per-update overhead.
+measure per-update overhead. The Atari rows (one size, the Nature CNN) run with size "full", or
+whenever ``--algos`` names them.
 
     python benchmarks/bench_updates.py --device cpu --seconds 5
     python benchmarks/bench_updates.py --device cuda --markdown results.md
@@ -25,6 +34,7 @@ measure per-update overhead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import importlib.util
@@ -95,10 +105,13 @@ def matmul_flops_per_second(device: torch.device, seconds: float = 2.0) -> float
     return rate * 2 * n**3
 
 
-def count_flops(step: Callable[[], object]) -> int:
+def count_flops(step: Callable[[], object], calls: int = 2) -> float:
+    """FLOPs of one call of ``step``, averaged over ``calls`` calls (updates that alternate,
+    like TD3+BC's delayed actor, count at their mean)."""
     with FlopCounterMode(display=False) as counter:
-        step()
-    return counter.get_total_flops()
+        for _ in range(calls):
+            step()
+    return counter.get_total_flops() / calls
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,6 +170,15 @@ def load_script(name: str) -> types.ModuleType:
     return module
 
 
+def paper_maths(algorithm):
+    """``algorithm``, checked to be what the scripts train by default: a class of
+    ``tianshou_offline.algorithms`` with the paper's maths (its corrections to Tianshou 2.0.1
+    on), not Tianshou's own class nor ``--tianshou-2.0.1-maths``."""
+    if getattr(algorithm, "tianshou_maths", True):
+        raise RuntimeError(f"{type(algorithm).__name__}: not the scripts' default (paper) maths")
+    return algorithm
+
+
 def script_algorithm(script: str, argv: list[str]):
     """What ``<script>.main(argv)`` trains, built as it builds it: (algorithm, args, env spec)."""
     from tianshou_offline.run.d4rl import make_env_spec
@@ -166,10 +188,11 @@ def script_algorithm(script: str, argv: list[str]):
     args = module.get_args(argv)
     seed_everything(args.seed)
     spec = make_env_spec(args.task)
-    return module.build_algorithm(args, spec), args, spec
+    return paper_maths(module.build_algorithm(args, spec)), args, spec
 
 
 def atari_algorithm(name: str, argv: list[str]):
+    """What ``<name>.main(argv)`` trains on Pong-sized frames: (algorithm, args)."""
     import gymnasium as gym
 
     from tianshou_offline.atari.networks import NatureCNN
@@ -177,7 +200,7 @@ def atari_algorithm(name: str, argv: list[str]):
     module = load_script(name)
     args = module.get_args(argv)
     algorithm = module.build_algorithm(args, NatureCNN(), gym.spaces.Discrete(NUM_ACTIONS))
-    return algorithm.to(args.device), args
+    return paper_maths(algorithm.to(args.device)), args
 
 
 def project_step(algorithm, buffer, batch_size: int) -> Callable[[], object]:
@@ -193,8 +216,21 @@ def project_step(algorithm, buffer, batch_size: int) -> Callable[[], object]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Plain eager references: the same maths, minimal PyTorch
+# Plain eager references: each paper's update, written independently in plain PyTorch
+#
+# Written from the papers and their reference code (named in each), not from the project's
+# steps: nn.Sequential networks, autograd and torch.optim.Adam, batches drawn uniformly from
+# the dataset as tensors on the device. Network sizes, batch size and hyperparameters are the
+# project row's (its script's arguments), so both do the same arithmetic. Two habits of the
+# reference code that only waste arithmetic are not copied: a loss's gradient is not taken for
+# networks it does not train (critics are frozen in the actor's loss, as Spinning Up does;
+# targets and sampled actions are computed under no_grad), and nothing is logged (.item()).
+# Targets mask with ``terminated`` (a time-out bootstraps), as the reference code's not_done
+# (D4RL's terminals) does.
 # ----------------------------------------------------------------------------------------------
+
+LOG_2 = float(np.log(2.0))
+HALF_LOG_2PI = float(0.5 * np.log(2 * np.pi))
 
 
 def mlp(inp: int, hidden: list[int], out: int) -> nn.Sequential:
@@ -205,20 +241,44 @@ def mlp(inp: int, hidden: list[int], out: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(inp, out))
 
 
-def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
+def polyak(targets: list[nn.Module], sources: list[nn.Module], tau: float) -> None:
+    """theta' <- tau theta + (1 - tau) theta', every parameter at once (torch._foreach_lerp_,
+    as PyTorch's own EMA in torch.optim.swa_utils)."""
     with torch.no_grad():
-        t, s = list(target.parameters()), list(source.parameters())
-        torch._foreach_mul_(t, 1 - tau)
-        torch._foreach_add_(t, s, alpha=tau)
+        t = [p for m in targets for p in m.parameters()]
+        s = [p for m in sources for p in m.parameters()]
+        torch._foreach_lerp_(t, s, tau)
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module):
+    """The parameters of ``modules`` as constants of what is computed inside: the backward pass
+    then computes no gradients for them (Spinning Up's freeze of the Q-networks in the policy
+    step; the reference code computes them and discards them at the next zero_grad)."""
+    params = [p for m in modules for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def hard_copy(target: nn.Module, source: nn.Module) -> None:
+    """The target network's periodic copy (DQN's C-step update)."""
+    target.load_state_dict(source.state_dict())
 
 
 class TensorData:
+    """A D4RL-format buffer's transitions as float tensors on the device."""
+
     def __init__(self, buffer, device: torch.device) -> None:
         n = len(buffer)
         self.n, self.device = n, device
         self.t = {
             k: torch.as_tensor(np.asarray(getattr(buffer, k)[:n]), device=device).float()
-            for k in ("obs", "act", "rew", "done", "terminated", "obs_next")
+            for k in ("obs", "act", "rew", "terminated", "obs_next")
         }
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
@@ -226,13 +286,15 @@ class TensorData:
         return {k: v[idx] for k, v in self.t.items()}
 
 
-def plain_bc(data: TensorData, hidden: list[int], batch_size: int):
+def plain_bc(data: TensorData, hidden: list[int], batch_size: int, args, max_action: float):
+    """Behaviour cloning, as CORL's any_percent_bc.py with all the data: a deterministic
+    max_action x tanh actor regressed onto the dataset's actions (mean-squared error)."""
     actor = mlp(OBS_DIM, hidden, ACT_DIM).to(data.device)
-    opt = torch.optim.Adam(actor.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(actor.parameters(), lr=args.lr)
 
     def step():
         b = data.sample(batch_size)
-        loss = F.mse_loss(torch.tanh(actor(b["obs"])), b["act"])
+        loss = F.mse_loss(max_action * torch.tanh(actor(b["obs"])), b["act"])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -240,172 +302,229 @@ def plain_bc(data: TensorData, hidden: list[int], batch_size: int):
     return step
 
 
-def plain_td3_bc(data: TensorData, hidden: list[int], batch_size: int):
+def plain_td3_bc(data: TensorData, hidden: list[int], batch_size: int, args, max_action: float):
+    """TD3+BC (Fujimoto & Gu, 2021), as their reference TD3_BC.py trains it: target policy
+    smoothing with the noisy target action clipped to the action bounds, the twin critics (one
+    module, one optimizer) on the clipped double-Q target, and every ``policy_freq``-th update
+    the actor on -lambda Q1(s, pi(s)) + (pi(s) - a)^2 with lambda = alpha / mean|Q1|, then the
+    soft target updates of critics and actor."""
     dev = data.device
     actor = mlp(OBS_DIM, hidden, ACT_DIM).to(dev)
-    critics = [mlp(OBS_DIM + ACT_DIM, hidden, 1).to(dev) for _ in range(2)]
-    actor_t, critics_t = copy.deepcopy(actor), copy.deepcopy(critics)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=3e-4)
-    critic_opts = [torch.optim.Adam(c.parameters(), lr=3e-4) for c in critics]
-    it = [0]
+    critic = nn.ModuleList([mlp(OBS_DIM + ACT_DIM, hidden, 1) for _ in range(2)]).to(dev)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
+    total_it = [0]
+
+    def pi(net: nn.Module, state: torch.Tensor) -> torch.Tensor:
+        return max_action * torch.tanh(net(state))
 
     def step():
+        total_it[0] += 1
         b = data.sample(batch_size)
-        obs, act = b["obs"], b["act"]
+        state, action, next_state = b["obs"], b["act"], b["obs_next"]
+        not_done = 1.0 - b["terminated"][:, None]
         with torch.no_grad():
-            noise = (torch.randn_like(act) * 0.2).clamp(-0.5, 0.5)
-            a2 = torch.tanh(actor_t(b["obs_next"])) + noise
-            x2 = torch.cat([b["obs_next"], a2], 1)
-            q2 = torch.min(critics_t[0](x2), critics_t[1](x2)).flatten()
-            y = b["rew"] + 0.99 * (1 - b["terminated"]) * q2
-        x = torch.cat([obs, act], 1)
-        for critic, opt in zip(critics, critic_opts):
-            loss = (critic(x).flatten() - y).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if it[0] % 2 == 0:
-            a = torch.tanh(actor(obs))
-            q = critics[0](torch.cat([obs, a], 1))
-            loss = -(2.5 / q.abs().mean().detach()) * q.mean() + F.mse_loss(a, act)
+            noise = (torch.randn_like(action) * args.policy_noise).clamp(
+                -args.noise_clip, args.noise_clip
+            )
+            next_action = (pi(actor_target, next_state) + noise).clamp(-max_action, max_action)
+            next_sa = torch.cat([next_state, next_action], 1)
+            target_q = torch.min(critic_target[0](next_sa), critic_target[1](next_sa))
+            target_q = b["rew"][:, None] + not_done * args.gamma * target_q
+        sa = torch.cat([state, action], 1)
+        critic_loss = F.mse_loss(critic[0](sa), target_q) + F.mse_loss(critic[1](sa), target_q)
+        critic_opt.zero_grad()
+        critic_loss.backward()
+        critic_opt.step()
+        if total_it[0] % args.update_actor_freq == 0:
+            new_action = pi(actor, state)
+            with frozen(critic):
+                q = critic[0](torch.cat([state, new_action], 1))
+            lmbda = args.alpha / q.abs().mean().detach()
+            actor_loss = -lmbda * q.mean() + F.mse_loss(new_action, action)
             actor_opt.zero_grad()
-            loss.backward()
+            actor_loss.backward()
             actor_opt.step()
-            for t, s in zip([actor_t, *critics_t], [actor, *critics]):
-                polyak(t, s, 0.005)
-        it[0] += 1
+            polyak([critic_target, actor_target], [critic, actor], args.tau)
 
     return step
 
 
-def plain_cql(data: TensorData, hidden: list[int], batch_size: int, repeats: int = 10):
+def plain_cql(data: TensorData, hidden: list[int], batch_size: int, args, action_space):
+    """CQL(H) (Kumar et al., 2020) with a SAC actor, as CORL's cql.py (ContinuousCQL.train)
+    trains it with a fixed penalty weight (cql_lagrange False): every loss from the batch
+    first, then the temperature's, the actor's and the critics' steps, then the soft target
+    update. Actor: E[alpha log pi(a~|s) - min Q(s, a~)]; critics: the TD error plus
+    weight x (log-sum-exp over cql_n_actions uniform actions on the action box and as many
+    current- and next-state policy actions, each importance-weighted by its log-density, minus
+    Q(s, a_data)). Departure from CORL: the target keeps SAC's entropy term (CORL's
+    backup_entropy, off there), as the scripts' CQL does; a handful of elementwise FLOPs."""
+    if args.with_lagrange or args.calibrated:
+        raise NotImplementedError("plain CQL: fixed penalty weight, no Cal-QL (scripts' default)")
     dev = data.device
-    actor = mlp(OBS_DIM, hidden, 2 * ACT_DIM).to(dev)  # mean and log-std heads in one layer
+    low = torch.as_tensor(action_space.low, dtype=torch.float32, device=dev)
+    high = torch.as_tensor(action_space.high, dtype=torch.float32, device=dev)
+    max_action = float(action_space.high.max())
+    log_uniform = -float(np.log(action_space.high - action_space.low).sum())  # of U(low, high)
+    n_actions, temp, target_entropy = args.num_repeat_actions, args.temperature, -ACT_DIM
+    actor = mlp(OBS_DIM, hidden, 2 * ACT_DIM).to(dev)  # mean and log-std
     critics = [mlp(OBS_DIM + ACT_DIM, hidden, 1).to(dev) for _ in range(2)]
-    critics_t = copy.deepcopy(critics)
+    target_critics = copy.deepcopy(critics)
     log_alpha = torch.zeros((), device=dev, requires_grad=True)
-    cql_log_alpha = torch.zeros((), device=dev, requires_grad=True)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=1e-4)
-    critic_opts = [torch.optim.Adam(c.parameters(), lr=3e-4) for c in critics]
-    alpha_opt = torch.optim.Adam([log_alpha], lr=1e-4)
-    cql_opt = torch.optim.Adam([cql_log_alpha], lr=3e-4)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opts = [torch.optim.Adam(c.parameters(), lr=args.critic_lr) for c in critics]
+    alpha_opt = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
 
-    def sample(obs):
-        mu, log_std = actor(obs).chunk(2, -1)
-        std = log_std.clamp(-20, 2).exp()
-        x = mu + torch.randn_like(mu) * std
-        logp = (-((x - mu) ** 2) / (2 * std**2) - std.log() - 0.9189385).sum(-1, keepdim=True)
-        a = torch.tanh(x)
-        return a, logp - torch.log(1 - a.pow(2) + 1.1920929e-07).sum(-1, keepdim=True)
+    def policy(obs: torch.Tensor, repeat: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised tanh-Gaussian action and its log-likelihood; (B, repeat, A) and
+        (B, repeat) for ``repeat`` actions per state."""
+        if repeat:
+            obs = obs.unsqueeze(1).repeat_interleave(repeat, 1)
+        mean, log_std = actor(obs).chunk(2, -1)
+        log_std = log_std.clamp(-20.0, 2.0)
+        eps = torch.randn_like(mean)
+        pre_tanh = mean + log_std.exp() * eps
+        log_prob = (-0.5 * eps.pow(2) - log_std - HALF_LOG_2PI).sum(-1)
+        # log |d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), as torch's TanhTransform
+        log_prob = log_prob - (2 * (LOG_2 - pre_tanh - F.softplus(-2 * pre_tanh))).sum(-1)
+        return max_action * torch.tanh(pre_tanh), log_prob
 
-    def q(critic, obs, act):
-        return critic(torch.cat([obs, act], 1))
+    def q(critic: nn.Module, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Q(s, a): (B,) for actions (B, A), (B, n) for (B, n, A)."""
+        if act.dim() == 3:
+            obs = obs.unsqueeze(1).expand(-1, act.shape[1], -1)
+        return critic(torch.cat([obs, act], -1)).squeeze(-1)
 
     def step():
         b = data.sample(batch_size)
         obs, act, obs_next = b["obs"], b["act"], b["obs_next"]
-        alpha = log_alpha.detach().exp()
-        a, logp = sample(obs)
-        actor_loss = (alpha * logp - torch.min(q(critics[0], obs, a), q(critics[1], obs, a))).mean()
-        actor_opt.zero_grad()
-        actor_loss.backward()
-        actor_opt.step()
-        alpha_loss = -(log_alpha * (-ACT_DIM + logp.detach())).mean()
-        alpha_opt.zero_grad()
-        alpha_loss.backward()
-        alpha_opt.step()
-        alpha = log_alpha.detach().exp()
+        new_act, log_pi = policy(obs)
+        alpha_loss = -(log_alpha * (log_pi + target_entropy).detach()).mean()
+        alpha = log_alpha.exp().detach()
+        with frozen(*critics):
+            q_new = torch.min(q(critics[0], obs, new_act), q(critics[1], obs, new_act))
+        policy_loss = (alpha * log_pi - q_new).mean()
+
         with torch.no_grad():
-            a2, logp2 = sample(obs_next)
-            q2 = torch.min(q(critics_t[0], obs_next, a2), q(critics_t[1], obs_next, a2))
-            y = b["rew"] + (1 - b["done"]) * 0.99 * (q2 - alpha * logp2).flatten()
-            rand = torch.empty(batch_size * repeats, ACT_DIM, device=dev).uniform_(1.0, 1.0)
-            obs_r = obs.repeat_interleave(repeats, 0)
-            a_cur, lp_cur = sample(obs_r)
-            a_nxt, lp_nxt = sample(obs_next.repeat_interleave(repeats, 0))
-            scale = cql_log_alpha.exp().clamp(0, 1e6).detach()
-        gaps, losses = [], []
+            next_act, next_log_pi = policy(obs_next)
+            target_q = torch.min(
+                q(target_critics[0], obs_next, next_act), q(target_critics[1], obs_next, next_act)
+            )
+            target_q = target_q - alpha * next_log_pi
+            td_target = b["rew"] + (1.0 - b["terminated"]) * args.gamma * target_q
+            # the penalty's sampled actions: uniform, current-state and next-state policy
+            random_act = low + (high - low) * torch.rand(batch_size, n_actions, ACT_DIM, device=dev)
+            current_act, current_log_pi = policy(obs, n_actions)
+            next_acts, next_log_pis = policy(obs_next, n_actions)
+        qf_loss = torch.zeros((), device=dev)
         for critic in critics:
-            qd = q(critic, obs, act).flatten()
-            cat = torch.cat(
+            q_data = q(critic, obs, act)
+            sampled = torch.cat(
                 [
-                    q(critic, obs_r, rand) - ACT_DIM * np.log(0.5),
-                    q(critic, obs_r, a_cur) - lp_cur,
-                    q(critic, obs_r, a_nxt) - lp_nxt,
+                    q(critic, obs, random_act) - log_uniform,
+                    q(critic, obs, next_acts) - next_log_pis,
+                    q(critic, obs, current_act) - current_log_pi,
                 ],
                 1,
             )
-            gap = torch.logsumexp(cat, 1).mean() - qd.mean() - 10.0
-            gaps.append(gap.detach())
-            losses.append(F.mse_loss(qd, y) + scale * gap)
-        cql_loss = -(cql_log_alpha.exp().clamp(0, 1e6) * (gaps[0] + gaps[1])) * 0.5
-        cql_opt.zero_grad()
-        cql_loss.backward()
-        cql_opt.step()
-        for critic, opt, loss in zip(critics, critic_opts, losses):
+            ood = torch.logsumexp(sampled / temp, 1) * temp
+            qf_loss = qf_loss + F.mse_loss(q_data, td_target)
+            qf_loss = qf_loss + args.cql_weight * (ood - q_data).mean()
+
+        alpha_opt.zero_grad()
+        alpha_loss.backward()
+        alpha_opt.step()
+        actor_opt.zero_grad()
+        policy_loss.backward()
+        actor_opt.step()
+        for opt in critic_opts:
             opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
+        qf_loss.backward()
+        for opt in critic_opts:
             opt.step()
-        for t, s in zip(critics_t, critics):
-            polyak(t, s, 0.005)
+        polyak(target_critics, critics, args.tau)
 
     return step
 
 
-def plain_bcq(data: TensorData, hidden: list[int], vae_hidden: list[int], batch_size: int):
-    dev, latent, repeats = data.device, 2 * ACT_DIM, 10
-    actor = mlp(OBS_DIM + ACT_DIM, hidden, ACT_DIM).to(dev)
-    critics = [mlp(OBS_DIM + ACT_DIM, hidden, 1).to(dev) for _ in range(2)]
-    encoder = mlp(OBS_DIM + ACT_DIM, vae_hidden[:-1], vae_hidden[-1]).to(dev)
-    heads = nn.Linear(vae_hidden[-1], 2 * latent).to(dev)
-    decoder = mlp(OBS_DIM + latent, vae_hidden, ACT_DIM).to(dev)
-    actor_t, critics_t = copy.deepcopy(actor), copy.deepcopy(critics)
-    vae_params = [*encoder.parameters(), *heads.parameters(), *decoder.parameters()]
-    vae_opt = torch.optim.Adam(vae_params, lr=1e-3)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
-    critic_opts = [torch.optim.Adam(c.parameters(), lr=1e-3) for c in critics]
+def plain_bcq(data: TensorData, hidden: list[int], batch_size: int, args, max_action: float):
+    """BCQ (Fujimoto et al., 2019), as their reference BCQ.py trains it: the VAE on
+    reconstruction + KL / 2; the twin critics (one module, one optimizer) on the soft clipped
+    double-Q target lmbda min + (1 - lmbda) max of the target critics at 10 VAE-decoded actions
+    per next state, each perturbed by the *target* perturbation network (Algorithm 1), best of
+    the 10 taken; the perturbation network on -Q1(s, xi(s, a_vae)); soft target updates of
+    critics and perturbation network."""
+    dev, repeats = data.device, 10
+    latent = args.latent_dim or 2 * ACT_DIM
+    vae_hidden = args.vae_hidden_sizes
+    vae = nn.ModuleDict(
+        {
+            # e1, e2 (ReLU) then the mean and log-std layers; d1, d2 (ReLU), d3
+            "encoder": nn.Sequential(
+                mlp(OBS_DIM + ACT_DIM, vae_hidden[:-1], vae_hidden[-1]), nn.ReLU()
+            ),
+            "mean": nn.Linear(vae_hidden[-1], latent),
+            "log_std": nn.Linear(vae_hidden[-1], latent),
+            "decoder": mlp(OBS_DIM + latent, vae_hidden, ACT_DIM),
+        }
+    ).to(dev)
+    actor = mlp(OBS_DIM + ACT_DIM, hidden, ACT_DIM).to(dev)  # the perturbation xi(s, a)
+    critic = nn.ModuleList([mlp(OBS_DIM + ACT_DIM, hidden, 1) for _ in range(2)]).to(dev)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    vae_opt = torch.optim.Adam(vae.parameters(), lr=args.vae_lr)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
 
-    def decode(obs, z=None):
+    def decode(state: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:
-            z = torch.randn(obs.shape[0], latent, device=dev).clamp(-0.5, 0.5)
-        return torch.tanh(decoder(torch.cat([obs, z], 1)))
+            z = torch.randn(state.shape[0], latent, device=dev).clamp(-0.5, 0.5)
+        return max_action * torch.tanh(vae["decoder"](torch.cat([state, z], 1)))
 
-    def perturb(net, obs, act):
-        return (act + 0.05 * torch.tanh(net(torch.cat([obs, act], 1)))).clamp(-1, 1)
+    def perturb(net: nn.Module, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        a = args.phi * max_action * torch.tanh(net(torch.cat([state, action], 1)))
+        return (a + action).clamp(-max_action, max_action)
 
     def step():
         b = data.sample(batch_size)
-        obs, act = b["obs"], b["act"]
-        mean, log_std = heads(F.relu(encoder(torch.cat([obs, act], 1)))).chunk(2, -1)
-        std = log_std.clamp(-4, 15).exp()
-        recon = decode(obs, mean + std * torch.randn_like(std))
-        kl = (-torch.log(std) + (std.pow(2) + mean.pow(2) - 1) / 2).mean()
-        vae_loss = F.mse_loss(act, recon) + kl / 2
+        state, action = b["obs"], b["act"]
+        not_done = 1.0 - b["terminated"][:, None]
+        # variational auto-encoder
+        z = vae["encoder"](torch.cat([state, action], 1))
+        mean, std = vae["mean"](z), vae["log_std"](z).clamp(-4, 15).exp()
+        recon = decode(state, mean + std * torch.randn_like(std))
+        kl_loss = -0.5 * (1 + torch.log(std.pow(2)) - mean.pow(2) - std.pow(2)).mean()
+        vae_loss = F.mse_loss(recon, action) + 0.5 * kl_loss
         vae_opt.zero_grad()
         vae_loss.backward()
         vae_opt.step()
+        # critics
         with torch.no_grad():
-            obs2 = b["obs_next"].repeat_interleave(repeats, 0)
-            a2 = decode(obs2)
-            x2 = torch.cat([obs2, a2], 1)
-            q1, q2 = critics_t[0](x2), critics_t[1](x2)
-            qt = 0.75 * torch.min(q1, q2) + 0.25 * torch.max(q1, q2)
-            qt = qt.reshape(batch_size, -1).max(1)[0].reshape(-1, 1)
-            y = b["rew"].reshape(-1, 1) + (1 - b["done"]).reshape(-1, 1) * 0.99 * qt
-        x = torch.cat([obs, act], 1)
-        for critic, opt in zip(critics, critic_opts):
-            loss = F.mse_loss(critic(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        a = perturb(actor, obs, decode(obs))
-        actor_loss = -critics[0](torch.cat([obs, a], 1)).mean()
+            next_state = b["obs_next"].repeat_interleave(repeats, 0)
+            next_sa = torch.cat(
+                [next_state, perturb(actor_target, next_state, decode(next_state))], 1
+            )
+            target_q1, target_q2 = critic_target[0](next_sa), critic_target[1](next_sa)
+            target_q = args.lmbda * torch.min(target_q1, target_q2) + (1.0 - args.lmbda) * (
+                torch.max(target_q1, target_q2)
+            )
+            target_q = target_q.reshape(batch_size, -1).max(1)[0].reshape(-1, 1)
+            target_q = b["rew"][:, None] + not_done * args.gamma * target_q
+        sa = torch.cat([state, action], 1)
+        critic_loss = F.mse_loss(critic[0](sa), target_q) + F.mse_loss(critic[1](sa), target_q)
+        critic_opt.zero_grad()
+        critic_loss.backward()
+        critic_opt.step()
+        # perturbation model, through DPG
+        with torch.no_grad():
+            sampled_actions = decode(state)
+        perturbed_actions = perturb(actor, state, sampled_actions)
+        with frozen(critic):
+            actor_loss = -critic[0](torch.cat([state, perturbed_actions], 1)).mean()
         actor_opt.zero_grad()
         actor_loss.backward()
         actor_opt.step()
-        for t, s in zip([actor_t, *critics_t], [actor, *critics]):
-            polyak(t, s, 0.005)
+        polyak([critic_target, actor_target], [critic, actor], args.tau)
 
     return step
 
@@ -423,7 +542,8 @@ def nature_cnn() -> nn.Sequential:
 
 
 class FrameData:
-    """Stacked frames of an Atari buffer gathered on the device (uint8 until the network)."""
+    """Stacked frames of an Atari buffer gathered on the device (stored uint8, sampled as
+    floats in [0, 1])."""
 
     def __init__(self, buffer, device: torch.device) -> None:
         n = len(buffer)
@@ -431,7 +551,7 @@ class FrameData:
         self.frames = torch.as_tensor(buffer.obs[:n], device=device)  # (n, 84, 84)
         self.act = torch.as_tensor(buffer.act[:n], device=device).long()
         self.rew = torch.as_tensor(buffer.rew[:n], device=device).float()
-        self.done = torch.as_tensor(buffer.done[:n], device=device).float()
+        self.terminated = torch.as_tensor(buffer.terminated[:n], device=device).float()
         self.offsets = torch.arange(-3, 1, device=device)
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
@@ -442,83 +562,175 @@ class FrameData:
             "obs_next": self.frames[stack + 1].float() / 255,
             "act": self.act[idx],
             "rew": self.rew[idx],
-            "done": self.done[idx],
+            "terminated": self.terminated[idx],
         }
 
 
-def plain_atari(name: str, data: FrameData, batch_size: int, num_quantiles: int = 200):
-    dev, A = data.device, NUM_ACTIONS
-    cnn = nature_cnn().to(dev)
-    heads: dict[str, nn.Module] = {}
-    if name == "atari_cql":
-        heads["q"] = mlp(3136, [512], A * num_quantiles)
-    else:
-        heads["q"] = mlp(3136, [512], A)
-    if name in ("atari_bcq", "atari_crr"):
-        heads["pi"] = mlp(3136, [512], A)
-    if name == "atari_il":
-        heads = {"pi": mlp(3136, [512], A)}
-    model = nn.ModuleDict({"cnn": cnn, **heads}).to(dev)
-    target = copy.deepcopy(model)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    tau_hat = ((torch.arange(num_quantiles, device=dev) + 0.5) / num_quantiles).view(1, -1)
-    rows = torch.arange(batch_size, device=dev)
+def atari_head(out: int) -> nn.Sequential:
+    """Nature-DQN features -> 512 -> ``out`` (the fully connected part of the Nature DQN)."""
+    return mlp(3136, [512], out)
+
+
+def plain_atari_il(data: FrameData, batch_size: int, args):
+    """Behaviour cloning on Atari: the Nature CNN classifies the dataset's actions
+    (cross-entropy)."""
+    model = nn.Sequential(nature_cnn(), atari_head(NUM_ACTIONS)).to(data.device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
 
     def step():
         b = data.sample(batch_size)
-        act = b["act"]
-        feats = model["cnn"](b["obs"])
-        if name == "atari_il":
-            loss = F.cross_entropy(model["pi"](feats), act)
-        elif name == "atari_cql":
-            with torch.no_grad():
-                next_online = model["q"](model["cnn"](b["obs_next"])).view(-1, A, num_quantiles)
-                next_act = next_online.mean(2).argmax(1)
-                next_dist = target["q"](target["cnn"](b["obs_next"])).view(-1, A, num_quantiles)
-                y = b["rew"][:, None] + 0.99 * (1 - b["done"])[:, None] * next_dist[rows, next_act]
-            dist = model["q"](feats).view(-1, A, num_quantiles)
-            cur = dist[rows, act].unsqueeze(2)
-            diff = F.smooth_l1_loss(y.unsqueeze(1), cur, reduction="none")
-            qr = diff * (tau_hat - (y.unsqueeze(1) - cur).detach().le(0).float()).abs()
-            qv = dist.mean(2)
-            loss = qr.sum(-1).mean(1).mean() + 10.0 * (
-                qv.logsumexp(1).mean() - qv.gather(1, act[:, None]).mean()
-            )
-        elif name == "atari_bcq":
-            with torch.no_grad():
-                f2 = model["cnn"](b["obs_next"])
-                q2, i2 = model["q"](f2), model["pi"](f2)
-                ratio = i2.softmax(1)
-                mask = (ratio / ratio.max(1, keepdim=True)[0]) < 0.3
-                next_act = (q2 - 1e8 * mask.float()).argmax(1)
-                qt = target["q"](target["cnn"](b["obs_next"]))[rows, next_act]
-                y = b["rew"] + 0.99 * (1 - b["done"]) * qt
-            q, logits = model["q"](feats), model["pi"](feats)
-            loss = (
-                F.smooth_l1_loss(q[rows, act], y)
-                + F.cross_entropy(logits, act)
-                + 0.01 * logits.pow(2).mean()
-            )
-        else:  # atari_crr
-            with torch.no_grad():
-                f2 = target["cnn"](b["obs_next"])
-                probs = target["pi"](f2).softmax(1)
-                y = b["rew"][:, None] + 0.99 * (1 - b["done"])[:, None] * (
-                    target["q"](f2) * probs
-                ).sum(1, keepdim=True)
-            q, logits = model["q"](feats), model["pi"](feats)
-            qa = q.gather(1, act[:, None])
-            adv = qa - (q * logits.softmax(1)).sum(1, keepdim=True)
-            weight = (adv.detach()).exp().clamp(0, 20)
-            loss = (
-                0.5 * F.mse_loss(qa, y)
-                - (F.log_softmax(logits, 1).gather(1, act[:, None]) * weight).mean()
-            )
+        loss = F.cross_entropy(model(b["obs"]), b["act"])
         opt.zero_grad()
         loss.backward()
         opt.step()
 
     return step
+
+
+def plain_atari_bcq(data: FrameData, batch_size: int, args):
+    """Discrete BCQ (Fujimoto et al., 2019, "Benchmarking Batch Deep RL Algorithms"), as their
+    reference discrete_BCQ.py trains it: one network, the Nature CNN with a Q head and an
+    imitation head; the next action is the greedy Q among the actions whose imitation
+    probability is at least ``threshold`` times the largest, evaluated by the target network's
+    Q; Huber TD loss + imitation NLL + 1e-2 x the imitation logits' L2; the target network
+    copied every ``target_update_frequency`` updates."""
+    net = nn.ModuleDict(
+        {"conv": nature_cnn(), "q": atari_head(NUM_ACTIONS), "i": atari_head(NUM_ACTIONS)}
+    ).to(data.device)
+    target = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    iterations = [0]
+
+    def step():
+        b = data.sample(batch_size)
+        state, action = b["obs"], b["act"][:, None]
+        not_done = 1.0 - b["terminated"][:, None]
+        with torch.no_grad():
+            c = net["conv"](b["obs_next"])
+            q, imt = net["q"](c), F.log_softmax(net["i"](c), dim=1).exp()
+            imt = (imt / imt.max(1, keepdim=True)[0] > args.unlikely_action_threshold).float()
+            # a large negative number masks the unlikely actions from the argmax
+            next_action = (imt * q + (1 - imt) * -1e8).argmax(1, keepdim=True)
+            q_target = target["q"](target["conv"](b["obs_next"]))  # only the Q head is read
+            target_q = b["rew"][:, None] + not_done * args.gamma * q_target.gather(1, next_action)
+        c = net["conv"](state)
+        current_q = net["q"](c).gather(1, action)
+        i = net["i"](c)
+        q_loss = F.smooth_l1_loss(current_q, target_q)
+        i_loss = F.nll_loss(F.log_softmax(i, dim=1), action.reshape(-1))
+        loss = q_loss + i_loss + args.imitation_logits_penalty * i.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        iterations[0] += 1
+        if iterations[0] % args.target_update_freq == 0:
+            hard_copy(target, net)
+
+    return step
+
+
+def plain_atari_cql(data: FrameData, batch_size: int, args):
+    """Discrete CQL(H) on QR-DQN (Kumar et al., 2020; their Atari code, batch_rl's
+    QuantileAgent): the quantile-regression Huber loss of Dabney et al. (2018, eq. 9-10:
+    kappa 1, quantile midpoints, summed over the predicted quantiles and averaged over the
+    target ones) plus min_q_weight x (E log-sum-exp_a Q(s, a) - E Q(s, a_data)), Q the mean
+    of the quantiles; the target network copied every ``target_update_freq`` updates.
+    Departure from that code: a* = argmax of the *online* network's Q at s' (double DQN, as
+    the scripts' QR-DQN/Tianshou), evaluated by the target network, where CQL's code takes
+    the target network's own argmax; kept so that both paths do the same arithmetic (one
+    no-grad CNN forward more per update)."""
+    dev, num_atoms, num_actions = data.device, args.num_quantiles, NUM_ACTIONS
+    net = nn.Sequential(
+        nature_cnn(), atari_head(num_actions * num_atoms), nn.Unflatten(1, (num_actions, num_atoms))
+    ).to(dev)
+    target = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    tau_hat = (torch.arange(num_atoms, device=dev) + 0.5) / num_atoms  # quantile midpoints
+    rows = torch.arange(batch_size, device=dev)
+    training_steps = [0]
+
+    def step():
+        if training_steps[0] % args.target_update_freq == 0:
+            hard_copy(target, net)
+        training_steps[0] += 1
+        b = data.sample(batch_size)
+        action = b["act"]
+        with torch.no_grad():  # the target distribution r + gamma Z'(s', a*)
+            next_qt_argmax = net(b["obs_next"]).mean(2).argmax(1)
+            next_logits = target(b["obs_next"])[rows, next_qt_argmax]  # (B, atoms)
+            not_terminal = 1.0 - b["terminated"][:, None]
+            target_distribution = b["rew"][:, None] + args.gamma * not_terminal * next_logits
+        logits = net(b["obs"])  # (B, actions, atoms)
+        chosen_action_logits = logits[rows, action]  # (B, atoms)
+        # u[b, i, j] = T theta_j - theta_i
+        bellman_errors = target_distribution[:, None, :] - chosen_action_logits[:, :, None]
+        abs_errors = bellman_errors.abs()
+        huber_loss = torch.where(abs_errors <= 1.0, 0.5 * bellman_errors.pow(2), abs_errors - 0.5)
+        quantile_huber_loss = (tau_hat[None, :, None] - (bellman_errors < 0).float()).abs()
+        quantile_huber_loss = quantile_huber_loss * huber_loss
+        loss = quantile_huber_loss.mean(2).sum(1).mean()
+        q_values = logits.mean(2)
+        dataset_expec = q_values[rows, action].mean()
+        negative_sampling = torch.logsumexp(q_values, 1).mean()
+        loss = loss + args.min_q_weight * (negative_sampling - dataset_expec)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def plain_atari_crr(data: FrameData, batch_size: int, args):
+    """Discrete CRR (Wang et al., 2020), exp mode: the critic on the TD target
+    r + gamma E_{a'~pi'(s')} Q'(s', a') of the target actor and critic; the actor on
+    -E[f(s, a) log pi(a|s)] with each sample's weight f = min(exp(A(s, a) / beta), ratio
+    bound), A(s, a) = Q(s, a) - E_{a'~pi(s)} Q(s, a') of the current critic, a constant of
+    the actor loss (eq. 3); a CQL term on the critic for min_q_weight > 0 ("CRR w/ CQL"). Actor
+    and critic heads share the Nature CNN and one optimizer (as the scripts' networks); the
+    targets copied every ``target_update_freq`` updates."""
+    if args.policy_improvement_mode != "exp":
+        raise NotImplementedError("plain CRR: the exp mode (the script's default)")
+    net = nn.ModuleDict(
+        {"conv": nature_cnn(), "pi": atari_head(NUM_ACTIONS), "q": atari_head(NUM_ACTIONS)}
+    ).to(data.device)
+    target = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    iterations = [0]
+
+    def step():
+        if iterations[0] % args.target_update_freq == 0:
+            hard_copy(target, net)
+        iterations[0] += 1
+        b = data.sample(batch_size)
+        action = b["act"][:, None]
+        with torch.no_grad():
+            c = target["conv"](b["obs_next"])
+            next_v = (F.softmax(target["pi"](c), dim=1) * target["q"](c)).sum(1)
+            target_q = b["rew"] + args.gamma * (1.0 - b["terminated"]) * next_v
+        c = net["conv"](b["obs"])
+        q, log_pi = net["q"](c), F.log_softmax(net["pi"](c), dim=1)
+        q_data = q.gather(1, action).squeeze(1)
+        critic_loss = 0.5 * F.mse_loss(q_data, target_q)
+        with torch.no_grad():
+            advantage = q_data - (log_pi.exp() * q).sum(1)
+            weight = torch.exp(advantage / args.beta).clamp(max=args.ratio_upper_bound)
+        actor_loss = -(weight * log_pi.gather(1, action).squeeze(1)).mean()
+        loss = actor_loss + critic_loss
+        if args.min_q_weight > 0:
+            loss = loss + args.min_q_weight * (torch.logsumexp(q, 1) - q_data).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+PLAIN_ATARI = {
+    "atari_il": plain_atari_il,
+    "atari_bcq": plain_atari_bcq,
+    "atari_cql": plain_atari_cql,
+    "atari_crr": plain_atari_crr,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -620,16 +832,17 @@ def continuous_row(name, size, buffer, device, args) -> dict:
         argv += ["--hidden-sizes", *map(str, hidden)]
         if name == "bcq":
             argv += ["--vae-hidden-sizes", "32", "32"]
-    algorithm, script_args, _ = script_algorithm(SCRIPTS[name], argv)
+    algorithm, script_args, spec = script_algorithm(SCRIPTS[name], argv)
     hidden = script_args.hidden_sizes
     row = {"algorithm": name, "size": size, "hidden": hidden, "batch": batch_size}
     torch.manual_seed(0)
     data = TensorData(buffer, device)
+    # the paper's update with the script's networks and hyperparameters (its parsed arguments)
     plain = {
-        "bc": lambda: plain_bc(data, hidden, batch_size),
-        "td3_bc": lambda: plain_td3_bc(data, hidden, batch_size),
-        "cql": lambda: plain_cql(data, hidden, batch_size),
-        "bcq": lambda: plain_bcq(data, hidden, script_args.vae_hidden_sizes, batch_size),
+        "bc": lambda: plain_bc(data, hidden, batch_size, script_args, spec.max_action),
+        "td3_bc": lambda: plain_td3_bc(data, hidden, batch_size, script_args, spec.max_action),
+        "cql": lambda: plain_cql(data, hidden, batch_size, script_args, spec.env.action_space),
+        "bcq": lambda: plain_bcq(data, hidden, batch_size, script_args, spec.max_action),
     }[name]()
 
     def rebuild():
@@ -643,12 +856,14 @@ def atari_row(name, buffer, device, args) -> dict:
     batch_size = 32
     argv = ["--device", str(device), "--batch-size", str(batch_size)]
     row = {"algorithm": name, "size": "nature-cnn", "hidden": [512], "batch": batch_size}
-    plain = plain_atari(name, FrameData(buffer, device), batch_size)
+    algorithm, script_args = atari_algorithm(name, argv)
+    torch.manual_seed(0)
+    plain = PLAIN_ATARI[name](FrameData(buffer, device), batch_size, script_args)
 
     def rebuild():
         return atari_algorithm(name, argv)[0]
 
-    time_paths(row, rebuild(), rebuild, plain, buffer, device, batch_size, args, warmup=3)
+    time_paths(row, algorithm, rebuild, plain, buffer, device, batch_size, args, warmup=3)
     return row
 
 
@@ -712,7 +927,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per path")
-    parser.add_argument("--algos", nargs="*", default=[*CONTINUOUS, *ATARI])
+    parser.add_argument(
+        "--algos",
+        nargs="*",
+        default=None,
+        choices=[*CONTINUOUS, *ATARI],
+        help="default: all; the Atari ones named here run whatever --sizes says",
+    )
     parser.add_argument("--sizes", nargs="*", default=["full", "tiny"], choices=["full", "tiny"])
     parser.add_argument("--transitions", type=int, default=1_000_000, help="D4RL file size")
     parser.add_argument("--atari-transitions", type=int, default=20_000)
@@ -735,6 +956,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", default=None, help="also write the rows here")
     parser.add_argument("--markdown", default=None, help="also write the table here")
     args = parser.parse_args(argv)
+    # the Atari rows have one size (the Nature CNN): by default they run with "full"
+    atari_anyway = args.algos is not None
+    if args.algos is None:
+        args.algos = [*CONTINUOUS, *ATARI]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -763,7 +988,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(continuous_row(name, size, buffer, device, args))
                 print(json.dumps({k: v for k, v in rows[-1].items()}), flush=True)
         atari = [a for a in args.algos if a in ATARI]
-        if atari and "full" in args.sizes:
+        if atari and ("full" in args.sizes or atari_anyway):
             frames = atari_buffer(args.atari_transitions)
             for name in atari:
                 rows.append(atari_row(name, frames, device, args))
