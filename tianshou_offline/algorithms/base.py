@@ -109,7 +109,6 @@ class FunctionalUpdate:
             setattr(self, name, value)
         for name, optimizer in self.extra_optimizers().items():
             optimizer.load_state_dict(state["optimizers"][name])
-        self._step = None
 
     def load_state_dict(self, state_dict: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         self._step = None

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from tianshou.algorithm import BCQ as TianshouBCQ
 from tianshou.algorithm import CQL as TianshouCQL
-from tianshou.algorithm import SAC as TianshouSAC
 from tianshou.algorithm import TD3BC as TianshouTD3BC
 from tianshou.algorithm.imitation.imitation_base import OfflineImitationLearning
 
@@ -21,7 +20,6 @@ from tianshou_offline.updates.continuous import (
     BCQStep,
     BehaviourCloningStep,
     CQLStep,
-    SACStep,
     TD3BCStep,
 )
 from tianshou_offline.updates.core import FunctionalStep
@@ -96,14 +94,3 @@ class BCQ(FunctionalUpdate, TianshouBCQ):
 
     def make_step(self) -> FunctionalStep:
         return BCQStep(self)
-
-
-class SAC(FunctionalUpdate, TianshouSAC):
-    """Online SAC (automatic temperature), the dataset maker's trainer: the target masks with
-    ``terminated``, and the temperature's optimizer is checkpointed."""
-
-    def make_step(self) -> FunctionalStep:
-        return SACStep(self)
-
-    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return _temperature_optimizer(self.alpha)

@@ -32,6 +32,7 @@ from tianshou_offline.updates.core import (
     Params,
     param_aliases,
     sub_params,
+    tianshou_maths,
 )
 
 # log(1 - tanh(x)^2 + eps): the epsilon Tianshou's SAC uses in its tanh correction
@@ -49,12 +50,6 @@ def _actor(module: torch.nn.Module, params: Params, obs: Tensor) -> Tensor:
 
 def _stack(params1: Params, params2: Params) -> Params:
     return {name: torch.stack([params1[name], params2[name]]) for name in params1}
-
-
-def tianshou_maths(algorithm: Algorithm) -> bool:
-    """True: the update as Tianshou 2.0.1 computes it, corrections off (a plain Tianshou
-    algorithm has no switch and gets exactly its own maths)."""
-    return bool(getattr(algorithm, "tianshou_maths", True))
 
 
 def action_bounds(algorithm: Algorithm, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -147,6 +147,12 @@ class ReplayTensors:
 # ----------------------------------------------------------------------------------------------
 
 
+def tianshou_maths(algorithm: Algorithm) -> bool:
+    """True: the update as Tianshou 2.0.1 computes it, corrections off (a plain Tianshou
+    algorithm has no switch and gets exactly its own maths)."""
+    return bool(getattr(algorithm, "tianshou_maths", True))
+
+
 def param_aliases(module: torch.nn.Module) -> Params:
     """The module's parameters as plain tensors sharing their storage (in-place updates reach
     the module, and through it ``state_dict``)."""

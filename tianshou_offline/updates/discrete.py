@@ -40,6 +40,7 @@ from tianshou_offline.updates.core import (
     LaggedParams,
     Params,
     sub_params,
+    tianshou_maths,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -363,7 +364,7 @@ class DiscreteCRRStep(_DiscreteStep):
         self.actor, self.critic = algorithm.policy.actor, algorithm.critic
         if algorithm._policy_improvement_mode not in ("exp", "binary", "all"):
             raise NotImplementedError(algorithm._policy_improvement_mode)
-        self.corrected = not getattr(algorithm, "tianshou_maths", True)
+        self.corrected = not tianshou_maths(algorithm)
 
     def variant(self) -> bool:
         algo = self.algo
