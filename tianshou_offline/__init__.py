@@ -2,7 +2,8 @@
 
 Layers, lowest first (a module imports only its own layer and the ones below):
 
-* ``errors`` (one-line user errors, exit code 2), ``files`` (atomic writes, downloads)
+* ``errors`` (one-line user errors, exit code 2), ``files`` (atomic writes, full disks,
+  directory locks, downloads)
 * ``data``: ``d4rl`` (D4RL/Minari loading, task mapping, normalized scores), ``atari_buffer``
   (the Atari buffer file format), ``tfrecord`` (TFRecord reading and writing),
   ``rl_unplugged`` (RL Unplugged Atari shards to buffers), ``rl_unplugged_writer`` (shards in
@@ -11,7 +12,8 @@ Layers, lowest first (a module imports only its own layer and the ones below):
   ``continuous`` and ``discrete`` (the algorithms' update steps), ``select`` (step per algorithm)
 * ``algorithms``: Tianshou's offline algorithm classes whose update is the functional step,
   the paper's maths by default (``continuous``, ``discrete``; ``base``: what they share)
-* ``run``: ``training`` (arguments, checkpoints, the offline trainer), ``evaluation``,
+* ``run``: ``training`` (arguments, checkpoints, the offline trainer), ``arguments`` (their
+  checks, at parsing), ``evaluation``,
   ``background_eval``, ``summary`` (run-directory file names), ``d4rl`` and ``atari`` (what the
   D4RL and Atari scripts share)
 * ``results``: ``sweep`` (grids on Ray), ``aggregate`` (tables and plots);

@@ -3,12 +3,12 @@
 Three modes:
 
 ``train``   trains SAC online on a gymnasium MuJoCo task (Tianshou's SAC networks and optimizers,
-            updated by the compiled functional step of fast_update.SACStep over a replay
-            buffer held as tensors) and keeps, every
-            ``--snapshot-every`` env steps, a snapshot of the actor (a few hundred KB) together
-            with its evaluated return. A checkpoint (networks, optimizers, RNG states and the
-            log of every action taken) is written atomically, so ``--resume-path`` continues an
-            interrupted run exactly where it stopped.
+            updated by the compiled functional step ``updates.continuous.SACStep`` over a
+            replay buffer held as tensors) and keeps, every ``--snapshot-every`` env steps,
+            a snapshot of the actor (a few hundred KB) together with its evaluated return. A
+            checkpoint (networks, optimizers, RNG states and the log of every action taken) is
+            written atomically, so ``--resume-path`` continues an interrupted run exactly where
+            it stopped.
 ``export``  copies what ``make`` needs from a training run (the snapshot index, the medium
             and expert snapshots, the action log up to the medium snapshot) into a small
             folder that can be committed, e.g. ``examples/offline/snapshots/hopper``.
@@ -28,14 +28,18 @@ buffer transition by transition (the stored per-episode returns check this), at 
 Made files never take an official D4RL name: ``hopper-made-medium-1m.hdf5`` rather than
 ``hopper-medium-v2``; their ``metadata`` group says exactly how they were made.
 
-    python make_d4rl_dataset.py train --task Hopper-v5 --steps 300000 --run-dir runs/hopper
-    python make_d4rl_dataset.py export --run-dir runs/hopper --out snapshots/hopper
-    python make_d4rl_dataset.py make --snapshots snapshots/hopper --levels medium expert
+    python examples/offline/make_d4rl_dataset.py train --task Hopper-v5 --steps 300000 \
+        --run-dir runs/hopper
+    python examples/offline/make_d4rl_dataset.py export --run-dir runs/hopper --out snapshots/hopper
+    python examples/offline/make_d4rl_dataset.py make --snapshots snapshots/hopper \
+        --levels medium expert
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import math
 import os
@@ -55,7 +59,8 @@ from tqdm import tqdm
 
 from tianshou_offline.data import d4rl as d4rl_data
 from tianshou_offline.errors import UserInputError
-from tianshou_offline.files import atomic_write
+from tianshou_offline.files import DirectoryLock, atomic_write, check_directory, make_directory
+from tianshou_offline.run.arguments import check_after_parsing
 from tianshou_offline.updates.continuous import SACStep
 from tianshou_offline.updates.core import CompilationFailed, FastUpdate, ReplayTensors
 
@@ -66,6 +71,8 @@ DEFAULT_OUT_DIR = "~/.d4rl/made"  # never $D4RL_DATASET_DIR: that is the cache o
 SNAPSHOT_INDEX = "index.json"
 ACTION_LOG = "replay_actions.npz"
 CHECKPOINT = "checkpoint.pt"
+CHECKSUMS = "checksums.json"  # written by export: what make must reproduce from the folder
+CHECKSUM_TRANSITIONS = 300
 
 # The MuJoCo locomotion tasks D4RL made data for; D4RL's bare names ("hopper") are accepted too.
 D4RL_ENV_NAMES = {
@@ -433,12 +440,18 @@ def snapshot_file_name(step: int) -> str:
     return f"actor-step{step:07d}.pt"
 
 
-def load_index(snapshot_dir: Path) -> dict[str, Any]:
+def load_index(snapshot_dir: Path, option: str = "--snapshots") -> dict[str, Any]:
+    """The snapshot index in ``snapshot_dir``; ``option``: the flag that named the folder."""
     path = snapshot_dir / SNAPSHOT_INDEX
     if not path.is_file():
+        written_by = (
+            "a training run of 'train' (or its snapshots/ folder)"
+            if option == "--run-dir"
+            else "'train' (its snapshots/ folder) or 'export', e.g. "
+            "examples/offline/snapshots/hopper"
+        )
         raise UserInputError(
-            f"no {SNAPSHOT_INDEX} in {snapshot_dir}: pass --snapshots a folder written by "
-            f"'train' (its snapshots/ folder) or 'export', e.g. examples/offline/snapshots/hopper"
+            f"no {SNAPSHOT_INDEX} in {snapshot_dir}: pass {option} a folder written by {written_by}"
         )
     try:
         index = json.loads(path.read_text())
@@ -721,6 +734,9 @@ def train(args: argparse.Namespace) -> None:
     else:
         args.task = gym_task_id(args.task or "Hopper-v5")
         args.run_dir = args.run_dir or f"log/make_d4rl/{short_name(args.task)}-sac-seed{args.seed}"
+    make_directory(args.run_dir, "--run-dir")
+    # one process per run directory; on an error it is held until this process ends
+    lock = DirectoryLock(args.run_dir, "run directory")
 
     run = SacRun(args, device)
     if checkpoint is not None:
@@ -746,6 +762,7 @@ def train(args: argparse.Namespace) -> None:
         stop.restore()
     checkpoint_path = run.save_checkpoint()
     run.writer.close()
+    lock.release()
     speed = (run.log.num_steps - first_step) / (time.time() - started_at)
     print(f"{run.log.num_steps} env steps ({speed:.0f} SAC steps/s); checkpoint {checkpoint_path}")
     if stop.requested:
@@ -762,7 +779,8 @@ def export(args: argparse.Namespace) -> None:
     """Copy what ``make`` needs from a run into a small folder meant to be committed."""
     source = Path(args.run_dir).expanduser()
     source = source / "snapshots" if (source / "snapshots").is_dir() else source
-    index = load_index(source)
+    index = load_index(source, "--run-dir")
+    check_directory(args.out, "--out")
     checkpoint = source.parent / CHECKPOINT
     if "start_steps" not in index and checkpoint.is_file():  # runs begun before it was indexed
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["args"]
@@ -782,11 +800,68 @@ def export(args: argparse.Namespace) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **log.to_arrays(upto=medium["step"]))
     write_json(out / SNAPSHOT_INDEX, index)
+    write_json(out / CHECKSUMS, reproduction_checksums(out))
     print(
         f"exported to {out}: medium step {medium['step']} (return {medium['return_mean']:.1f}), "
         f"expert step {expert['step']} (return {expert['return_mean']:.1f}), "
         f"{medium['step']} logged actions for medium-replay"
     )
+
+
+def data_checksum(data: dict[str, np.ndarray]) -> str:
+    """sha256 over the D4RL arrays (keys, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for key in D4RL_KEYS:
+        array = np.ascontiguousarray(data[key])
+        digest.update(f"{key} {array.dtype} {array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def reproduction_checksums(snapshot_dir: Path) -> dict[str, Any]:
+    """Checksums of the first transitions of each level, as ``make --seed 0 --workers 1
+    --num-envs 1 --num-transitions 300`` writes them (medium-replay: the replay of the first
+    300 logged actions), so a test can tell whether ``make`` still gives the same data."""
+    index = load_index(snapshot_dir)
+    medium, expert = choose_medium_and_expert(index)
+    levels: dict[str, str] = {}
+    for level, entry in (("random", None), ("medium", medium), ("expert", expert)):
+        data = collect_in_parallel(
+            index["task"],
+            snapshot_dir,
+            entry,
+            seed=episode_seed(0, LEVELS.index(level)),
+            num_transitions=CHECKSUM_TRANSITIONS,
+            num_envs=1,
+            workers=1,
+        )
+        levels[level] = data_checksum(data)
+    with np.load(snapshot_dir / ACTION_LOG) as arrays:
+        log = ActionLog.from_arrays(dict(arrays))
+    log = ActionLog.from_arrays(log.to_arrays(upto=CHECKSUM_TRANSITIONS))
+    levels["medium-replay"] = data_checksum(replay_action_log(index["task"], log).data)
+    return {
+        "what": f"sha256 of the first {CHECKSUM_TRANSITIONS} transitions of each level",
+        "command": f"make --seed 0 --workers 1 --num-envs 1 --num-transitions "
+        f"{CHECKSUM_TRANSITIONS} (medium-replay: the first {CHECKSUM_TRANSITIONS} logged actions)",
+        "num_transitions": CHECKSUM_TRANSITIONS,
+        "written_on": platform_description(),
+        "levels": levels,
+    }
+
+
+def platform_description() -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}; mujoco {versions()['mujoco_version']}; torch {torch.__version__}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -804,16 +879,21 @@ def size_tag(n: int) -> str:
 
 
 def write_dataset(path: Path, data: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
-    """One D4RL-schema HDF5 file, gzip-compressed, written atomically."""
+    """One D4RL-schema HDF5 file, gzip-compressed, written atomically.
+
+    The file is built in memory (it is smaller than ``data``) and then written in one go: HDF5
+    writing gzip chunks to a full disk crashes the process, a plain write reports it."""
+    memory = io.BytesIO()
+    with h5py.File(memory, "w") as f:
+        for key in D4RL_KEYS:
+            f.create_dataset(
+                key, data=data[key], compression="gzip", compression_opts=4, shuffle=True
+            )
+        group = f.create_group("metadata")
+        for key, value in metadata.items():
+            group.attrs[key] = value
     with atomic_write(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key in D4RL_KEYS:
-                f.create_dataset(
-                    key, data=data[key], compression="gzip", compression_opts=4, shuffle=True
-                )
-            group = f.create_group("metadata")
-            for key, value in metadata.items():
-                group.attrs[key] = value
+        tmp.write_bytes(memory.getbuffer())
 
 
 def versions() -> dict[str, str]:
@@ -906,6 +986,7 @@ def collect_in_parallel(
 def make(args: argparse.Namespace) -> None:
     snapshot_dir = Path(args.snapshots).expanduser()
     index = load_index(snapshot_dir)
+    check_directory(args.out, "--out")
     task_id = index["task"]
     if args.task and gym_task_id(args.task) != task_id:
         raise UserInputError(f"--task {args.task} differs from the snapshots' task {task_id}")
@@ -1076,6 +1157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--checkpoint-every", type=positive_int, default=10_000)
     t.add_argument("--eval-episodes", type=positive_int, default=10)
     t.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    check_after_parsing(t)  # --device, --seed, --hidden-sizes: one line for a bad value
     t.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     t.add_argument(
         "--compile",
@@ -1101,6 +1183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="processes collecting in parallel (the data depends on this number too)",
     )
     m.add_argument("--seed", type=int, default=0)
+    check_after_parsing(m)
     m.add_argument(
         "--out", default=DEFAULT_OUT_DIR, help=f"output folder (default {DEFAULT_OUT_DIR})"
     )

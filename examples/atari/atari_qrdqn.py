@@ -43,11 +43,13 @@ from tianshou_offline.atari.env import (
 from tianshou_offline.atari.networks import NatureCNN, QuantileNet
 from tianshou_offline.data.atari_buffer import save_atari_buffer
 from tianshou_offline.errors import UserInputError, run_main
-from tianshou_offline.files import atomic_write
+from tianshou_offline.files import atomic_write, check_writable
+from tianshou_offline.run.arguments import check_after_parsing
 from tianshou_offline.run.evaluation import seed_everything
 from tianshou_offline.run.training import load_policy, save_state
 
 POLICY_NAME = "policy.pth"
+SCRIPT = "atari_qrdqn.py"  # what a policy file it loads must have been written by, if recorded
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -98,6 +100,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="with --watch: record --buffer-size transitions to this .hdf5 (or .pkl) file; a "
         "bare file name is put next to --resume-path",
     )
+    check_after_parsing(parser)  # one line for a bad --seed, --epoch, --device, ...
     return parser
 
 
@@ -178,6 +181,10 @@ def main() -> None:
         raise UserInputError(
             "--save-buffer-name needs --watch and --resume-path (the policy that plays)"
         )
+    if args.save_buffer_name:  # before the recording, not after it
+        check_writable(
+            buffer_output_path(args.save_buffer_name, args.resume_path), "--save-buffer-name"
+        )
     seed_everything(args.seed)
 
     # --- environments -------------------------------------------------------------------------
@@ -207,7 +214,7 @@ def main() -> None:
         target_update_freq=args.target_update_freq,
     ).to(args.device)
     if args.resume_path:
-        load_policy(algorithm, args.resume_path, args.device)
+        load_policy(algorithm, args.resume_path, args.device, task=args.task, script=SCRIPT)
         print(f"loaded the policy {args.resume_path}")
     test_collector = Collector(
         algorithm,
@@ -242,6 +249,8 @@ def main() -> None:
     train_collector.collect(n_step=args.batch_size * len(train_envs))  # enough for one batch
 
     def save_best(algorithm: QRDQN) -> None:
+        # no task/script record here (test_atari_e2e pins these two keys); loading still
+        # refuses a policy file of another script or task that has one
         payload = {"algorithm": algorithm.state_dict(), "extra_state": {}}
         save_state(log_path / POLICY_NAME, payload)
         save_state(expert_path, payload)

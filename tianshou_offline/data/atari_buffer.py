@@ -28,13 +28,9 @@ File attributes: ``format`` = "tianshou-offline-atari", ``version`` = 1, ``stack
 free-form provenance given to the writer (strings and numbers as is, anything else as JSON).
 
 Storage: datasets are chunked (1024 frames = 7 MB a chunk) and uncompressed by default, which
-reads fastest. Measured with ``load_atari_buffer`` on a 200k-transition file of real Breakout
-frames (1.4 GB) on the shared 2-core dev machine: 1.8-2.0 s with the file in the page cache
-(=> about 10 s for a 1M buffer, 7 GB) and 5.8 s with it evicted (disk reads, => about 30 s
-for 1M); the time goes into reading and first-touching the memory, not into HDF5. gzip level 1
-shrinks Breakout frames 70x but loads at about 30 s per 1M transitions even from the page cache
-(inflating on one core) and writes 4x slower, so it is only an opt-in for archiving
-(``AtariBufferWriter(..., compression="gzip")``); the reader handles both.
+reads fastest; gzip (``AtariBufferWriter(..., compression="gzip")``) is far smaller but loads and
+writes several times slower, so it is only an opt-in for archiving; the reader handles both.
+Measured load times: benchmarks/README.md ("Atari buffer").
 
 How frames become stacked observations (Tianshou 2.0 ``ReplayBuffer``)
 ---------------------------------------------------------------------
@@ -82,13 +78,14 @@ if TYPE_CHECKING:
     from tianshou.data import ReplayBuffer
 
 from tianshou_offline.errors import UserInputError
-from tianshou_offline.files import atomic_write
+from tianshou_offline.files import atomic_write, check_directory, ensure_free_space
 
 FORMAT_NAME = "tianshou-offline-atari"
 FORMAT_VERSION = 1
 STACK_NUM = 4
 FRAME_SHAPE = (84, 84)
 CHUNK_FRAMES = 1024  # 7 MB chunks: big enough that reading runs at memory speed
+FREE_SPACE_MARGIN = 1 << 20  # bytes kept free besides the rows written (HDF5's metadata)
 REQUIRED_ATTRS = ("format", "version", "stack_num", "num_actions", "task", "source")
 # name -> dtype of every per-transition dataset besides frames
 SCALAR_DATASETS = {
@@ -134,6 +131,7 @@ class AtariBufferWriter:
         self._cleanup = contextlib.ExitStack()
 
     def __enter__(self) -> AtariBufferWriter:
+        self._check_free_space(self.expected_size)
         tmp_path = self._cleanup.enter_context(atomic_write(self.path))
         self._file = self._cleanup.enter_context(h5py.File(tmp_path, "w"))
         chunk = max(1, min(CHUNK_FRAMES, self.expected_size or CHUNK_FRAMES))
@@ -155,6 +153,19 @@ class AtariBufferWriter:
                 compression=self.compression,
             )
         return self
+
+    def _check_free_space(self, rows: int) -> None:
+        """Refuse, before HDF5 writes them, ``rows`` more rows that the disk has no room for:
+        HDF5 crashes the process on a full disk rather than report it. Uncompressed files
+        only (a compressed row's size is not known in advance)."""
+        if self.compression is not None or rows <= 0:
+            return
+        frame_bytes = int(np.prod(FRAME_SHAPE))
+        row_bytes = frame_bytes + sum(np.dtype(t).itemsize for t in SCALAR_DATASETS.values())
+        # a chunk is allocated whole when first written; HDF5's metadata needs a little more
+        chunk_frames = max(1, min(CHUNK_FRAMES, self.expected_size or CHUNK_FRAMES))
+        needed = rows * row_bytes + chunk_frames * frame_bytes + FREE_SPACE_MARGIN
+        ensure_free_space(self.path, needed)
 
     def append(
         self,
@@ -183,6 +194,7 @@ class AtariBufferWriter:
             raise ValueError(f"actions must lie in [0, {self.num_actions}), got {columns['act']}")
         if n == 0:
             return
+        self._check_free_space(n)
         start, stop = self.size, self.size + n
         if stop > len(self._file["frames"]):
             for name in ("frames", *SCALAR_DATASETS):
@@ -415,9 +427,11 @@ def _read_pickle(path: Path, max_transitions: int | None) -> tuple[dict, int | N
     try:
         with open(path, "rb") as f:
             buffer = pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
+    except Exception as err:  # unpickling garbage can raise almost any type (ValueError, ...)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserInputError(
-            f"{path} is not a readable pickle of a Tianshou buffer: {err}"
+            f"{path} is not a readable pickle of a Tianshou buffer ({reason}); record or copy "
+            f"it again"
         ) from err
     if not isinstance(buffer, ReplayBuffer):
         raise UserInputError(f"{path} holds a {type(buffer).__name__}, not a Tianshou ReplayBuffer")
@@ -509,9 +523,12 @@ def load_atari_buffer(
 
 def write_subset(src: str | os.PathLike[str], dst: str | os.PathLike[str], n: int) -> None:
     """Write the first ``n`` transitions of ``src`` to ``dst`` (same attributes, source noted)."""
-    src = Path(src).expanduser()
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if n <= 0:
         raise UserInputError(f"--size must be positive, got {n}")
+    if dst.exists() and src.exists() and dst.samefile(src):
+        raise UserInputError(f"{dst} is the source file itself: give another file name to write")
+    check_directory(dst.parent, "destination folder")
     with _open_checked(src) as file:
         if n > len(file["frames"]):
             raise UserInputError(

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 from tianshou_offline.errors import UserInputError
-from tianshou_offline.files import download
+from tianshou_offline.files import check_directory, download
 
 if TYPE_CHECKING:  # tianshou (torch) takes seconds to import; only building the buffer needs it
     from tianshou.data import ReplayBuffer
@@ -258,6 +258,7 @@ def download_d4rl(name: str) -> Path:
     dest = dataset_path(name)
     if dest.is_file():
         return dest
+    check_directory(dest.parent, "$D4RL_DATASET_DIR" if "D4RL_DATASET_DIR" in os.environ else None)
     url = _dataset_url(name)
     print(f"downloading D4RL dataset {name} from {url} to {dest}", flush=True)
     offline = (
@@ -308,6 +309,7 @@ def load_d4rl_buffer(spec: str, env: gymnasium.Env | None = None) -> ReplayBuffe
         columns = _qlearning_transitions(rows, max_steps)
     if env is not None:
         _check_sizes(columns, env, source)
+        _check_action_bounds(columns["act"], env, source)
     if len(columns["obs"]) == 0:
         raise UserInputError(f"{source} has no complete transition (each episode has one row)")
     return _to_buffer(columns)
@@ -319,6 +321,10 @@ def _hdf5_path(spec: str) -> Path:
     if not looks_like_path and not Path(spec).exists():
         return download_d4rl(spec)
     path = Path(spec).expanduser()
+    if path.is_dir():
+        raise UserInputError(
+            f"dataset {path} is a directory; give a D4RL-format .hdf5 file (e.g. one in it)"
+        )
     if not path.is_file():
         cache_dir = dataset_path("halfcheetah-expert-v2").parent
         raise UserInputError(
@@ -350,6 +356,12 @@ def _read_d4rl_file(path: Path) -> dict[str, np.ndarray]:
 
 def _check_rows(rows: dict[str, np.ndarray], source: str) -> None:
     """Shapes and values of a D4RL file's arrays; flattens (N, 1) rewards and flags like D4RL."""
+    for key, array in rows.items():
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise UserInputError(
+                f"{key!r} in {source} holds {array.dtype} values, not numbers; fix or remake "
+                f"the dataset"
+            )
     for key in ("rewards", "terminals", "timeouts"):
         if key in rows and rows[key].ndim == 2 and rows[key].shape[1] == 1:
             rows[key] = rows[key][:, 0]
@@ -399,6 +411,30 @@ def _check_sizes(columns: dict[str, np.ndarray], env: gymnasium.Env, source: str
                 f"{what} in {source} have shape {data_shape} but environment {name} has "
                 f"{env_shape}: pick the task that matches the dataset"
             )
+
+
+# how far beyond the action space's bounds data may lie and still count as inside (rounding)
+_ACTION_BOUND_TOLERANCE = 1e-4
+
+
+def _check_action_bounds(actions: np.ndarray, env: gymnasium.Env, source: str) -> None:
+    """Refuse actions the environment could never take: the policy would learn to output them
+    and the environment clip them, silently. Within a rounding tolerance they are clipped."""
+    space = env.action_space
+    if not isinstance(space, gymnasium.spaces.Box) or len(actions) == 0:
+        return
+    low, high = space.low.astype(np.float32), space.high.astype(np.float32)
+    tolerance = _ACTION_BOUND_TOLERANCE * np.maximum(1.0, high - low)
+    outside = ((actions < low - tolerance) | (actions > high + tolerance)).any(axis=1)
+    if outside.any():
+        first = int(np.argmax(outside))
+        raise UserInputError(
+            f"actions in {source} lie outside the action bounds [{low.min():g}, {high.max():g}] "
+            f"of {env.spec.id if env.spec else 'the environment'} in {int(outside.sum())} of "
+            f"{len(actions)} transitions (first {first}, values {actions.min():g} to "
+            f"{actions.max():g}); pick the task that matches the dataset, or rescale its actions"
+        )
+    np.clip(actions, low, high, out=actions)
 
 
 def _step_limit_ends(terminals: np.ndarray, max_steps: int) -> np.ndarray:

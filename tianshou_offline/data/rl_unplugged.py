@@ -1,6 +1,6 @@
 """Convert DeepMind RL Unplugged Atari shards to this collection's Atari buffer files.
 
-No TensorFlow: the GZIP-compressed TFRecord files are read by ``tfrecord.py`` (every CRC is
+No TensorFlow: the GZIP-compressed TFRecord files are read by ``data.tfrecord`` (every CRC is
 checked), the ``tf.train.Example`` records are parsed with the ``protobuf`` package, and the PNG
 frames are decoded with OpenCV.
 
@@ -18,8 +18,8 @@ DQN (sticky actions) saw while training, per game and run (1-5), split into 100 
 ``r_t`` (reward after a_t), ``d_t`` (discount after a_t: 0 when the game ended), ``episode_id``
 and ``episode_return``. Episodes are cut at 108,000 steps (discount stays 1 there).
 
-How records become buffer rows (see ``atari_buffer.py`` for the file format)
----------------------------------------------------------------------------
+How records become buffer rows (see ``data.atari_buffer`` for the file format)
+-----------------------------------------------------------------------------
 Row t of ``<buffer-dir>/<game>/run_<run_id>-<shard_id:05d>-of-00100.hdf5`` is record t:
 ``frames[t]`` = the newest frame of o_t, ``act`` = a_t, ``rew`` = r_t as recorded (not
 clipped), ``terminated`` = (d_t == 0). A new episode starts at record t+1 when record t is
@@ -74,7 +74,7 @@ from google.protobuf.message import DecodeError
 from tianshou_offline.data.atari_buffer import AtariBufferWriter
 from tianshou_offline.data.tfrecord import Example, TFRecordError, read_gzip_tfrecords
 from tianshou_offline.errors import UserInputError
-from tianshou_offline.files import download
+from tianshou_offline.files import check_directory, download, make_directory
 
 DEFAULT_URL_BASE = "https://storage.googleapis.com/rl_unplugged/atari"
 NUM_SHARDS = 100
@@ -422,6 +422,9 @@ def shard_path(dataset_dir: Path, game: str, run_id: int, shard_id: int) -> Path
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Convert RL Unplugged Atari shards into Atari buffer files (atari_buffer.py).",
+        epilog="A shard that starts in the middle of an episode: its first record's o_t holds "
+        "up to 3 earlier frames, which the buffer file does not keep (it stores one frame a "
+        "row), so the first 3 rows stack the shard's first frame repeated in their place.",
     )
     parser.add_argument("--task", required=True, help="game: Breakout or BreakoutNoFrameskip-v4")
     parser.add_argument("--run-id", type=int, default=1, help="training run, 1 to 5")
@@ -450,6 +453,8 @@ def main(argv: list[str] | None = None) -> list[tuple[Path, ShardStats, float]]:
     shard_ids = parse_shard_ids(args.shard_id)
     num_actions = num_actions_of(game)
     dataset_dir, buffer_dir = args.dataset_dir.expanduser(), args.buffer_dir.expanduser()
+    check_directory(dataset_dir / game, "--dataset-dir")  # before any download or decoding
+    make_directory(buffer_dir / game, "--buffer-dir")
     results = []
     decoder = None
     try:

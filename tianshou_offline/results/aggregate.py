@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tianshou_offline.errors import UserInputError
-from tianshou_offline.files import atomic_write
+from tianshou_offline.files import atomic_write, check_directory
 from tianshou_offline.run.summary import SUMMARY_NAME
 
 TABLE_NAME = "results.md"
@@ -126,14 +126,25 @@ def read_update_speed(run_dir: Path) -> float | None:
     return total_steps / total_seconds if total_seconds > 0 else None
 
 
+def _is_watch_summary(path: Path) -> bool:
+    """A summary.json that ``--watch`` wrote before watches got their own watch.json: an
+    evaluation of a saved policy, not a training run."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "watch" in summary and "final" not in summary
+
+
 def load_runs(paths: list[Path] | list[str]) -> list[Run]:
-    """Every run below ``paths`` (run directories or folders above them), in a fixed order."""
+    """Every run below ``paths`` (run directories or folders above them), in a fixed order.
+    Evaluations by ``--watch`` are not runs: skipped (watch.json, or an old watch summary)."""
     summaries: list[Path] = []
     for path in map(Path, paths):
         if not path.exists():
             raise UserInputError(f"{path} does not exist: give a sweep or log directory")
         summaries += [path] if path.is_file() else sorted(path.rglob(SUMMARY_NAME))
-    runs = [read_summary(p) for p in dict.fromkeys(summaries)]
+    runs = [read_summary(p) for p in dict.fromkeys(summaries) if not _is_watch_summary(p)]
     return sorted(runs, key=lambda r: (r.family, r.dataset, r.algorithm, r.seed))
 
 
@@ -244,7 +255,8 @@ def curve(runs: list[Run], field: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    # \w: letters and digits of every script, so that non-ASCII names stay apart
+    return re.sub(r"[^\w.-]+", "_", text).strip("_")
 
 
 def plot_learning_curves(runs: list[Run], out_dir: Path) -> list[Path]:
@@ -309,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--reference-label", default="reference", help="its header")
     args = parser.parse_args(argv)
+    if args.out:  # a file in the way: say so before reading the runs
+        check_directory(args.out, "--out")
 
     runs = load_runs(args.paths)
     if not runs:

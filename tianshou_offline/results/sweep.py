@@ -135,7 +135,9 @@ def d4rl_task_of(dataset: str) -> str | None:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "dataset"
+    # \w: letters and digits of every script ("hopper-мой датасет" keeps its letters), so that
+    # two datasets whose names differ only in non-ASCII letters do not share a directory
+    return re.sub(r"[^\w.-]+", "_", text).strip("_") or "dataset"
 
 
 def parse_dataset(spec: str, task_passed_through: bool) -> tuple[str, str | None, str]:
@@ -223,6 +225,7 @@ def connect_ray(address: str | None, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, logging_level="WARNING")
         except ConnectionError as err:
@@ -232,6 +235,21 @@ def connect_ray(address: str | None, num_cpus: int | None) -> None:
             ) from err
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail within seconds where nothing listens at ``address`` (host:port or ray://host:port);
+    Ray itself retries for minutes. "auto" and addresses without a port are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UserInputError(
+            f"no Ray cluster at --address {address} ({err.strerror or err}); start one with "
+            "'ray start --head', or leave --address out to run on this machine"
+        ) from err
 
 
 def run_grid(

@@ -21,7 +21,7 @@ from tianshou_offline.atari.env import add_atari_env_args, evaluation_buffer, ma
 from tianshou_offline.data.atari_buffer import load_atari_buffer
 from tianshou_offline.errors import UserInputError
 from tianshou_offline.run.evaluation import EvalSetup, SeededEvalCollector
-from tianshou_offline.run.training import OfflineRun, load_policy, make_log_path
+from tianshou_offline.run.training import OfflineRun, load_policy, run_directory
 
 RL_UNPLUGGED_SOURCE = "rl_unplugged"
 
@@ -128,17 +128,20 @@ def train_or_watch(
 ) -> dict:
     """Train on ``buffer`` (or, with --watch, load a saved policy), then evaluate.
 
-    Returns the summary that is also written to ``summary.json`` in the run directory.
+    Returns the summary that is also written to ``summary.json`` (with --watch: ``watch.json``)
+    in the run directory, which is locked while this runs and made only once the input is read.
     """
-    log_path = make_log_path(args, args.task, algo_name)
-    test_collector = SeededEvalCollector.from_setup(algorithm, eval_setup(args), envs=test_envs)
-    run = OfflineRun(algorithm, args, log_path)
+    script = f"atari_{algo_name}.py"
     if args.watch:
         if not args.resume_path:
             raise UserInputError("--watch needs --resume-path <policy_best.pth or checkpoint.pth>")
-        load_policy(algorithm, args.resume_path, args.device)
-        return run.evaluate(test_collector, "watch")
-    assert buffer is not None
-    print(f"logging to {log_path} (tensorboard --logdir {Path(args.logdir)})")
-    run.train(buffer, test_collector)
-    return run.evaluate(test_collector)
+        load_policy(algorithm, args.resume_path, args.device, task=args.task, script=script)
+    with run_directory(args, args.task, algo_name) as log_path:
+        test_collector = SeededEvalCollector.from_setup(algorithm, eval_setup(args), envs=test_envs)
+        run = OfflineRun(algorithm, args, log_path, script=script)
+        if args.watch:
+            return run.evaluate(test_collector, "watch")
+        assert buffer is not None
+        print(f"logging to {log_path} (tensorboard --logdir {Path(args.logdir)})")
+        run.train(buffer, test_collector)
+        return run.evaluate(test_collector)

@@ -21,7 +21,7 @@ from tianshou.utils.net.continuous import ContinuousCritic
 from tianshou_offline.data.d4rl import load_d4rl_buffer, make_env, normalize_obs, normalized_score
 from tianshou_offline.errors import UserInputError
 from tianshou_offline.run.evaluation import EvalSetup, SeededEvalCollector
-from tianshou_offline.run.training import OfflineRun, load_policy, make_log_path
+from tianshou_offline.run.training import OfflineRun, load_policy, run_directory
 
 # D4RL's own default pairing: --task picks the evaluation environment, --expert-data-task the data.
 DEFAULT_TASK = "HalfCheetah-v2"
@@ -64,7 +64,11 @@ class EnvSpec:
 
 def make_env_spec(task: str) -> EnvSpec:
     env = make_env(task)
-    assert isinstance(env.action_space, gym.spaces.Box), "continuous actions expected"
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise UserInputError(
+            f"--task {task} has {type(env.action_space).__name__} actions; the d4rl_*.py scripts "
+            f"need continuous (Box) actions, e.g. a MuJoCo task such as Hopper-v2"
+        )
     return EnvSpec(
         env=env,
         obs_dim=int(np.prod(env.observation_space.shape)),
@@ -124,21 +128,30 @@ def train_or_watch(
 ) -> dict:
     """Train on the dataset (or, with --watch, load a saved policy), then evaluate.
 
-    Returns the summary that is also written to ``summary.json`` in the run directory.
+    Returns the summary that is also written to ``summary.json`` (with --watch: ``watch.json``)
+    in the run directory, which is locked while this runs and made only once the input is read.
     """
-    log_path = make_log_path(args, args.task, algo_name)
+    script = f"d4rl_{algo_name}.py"
     if args.watch:
         if not args.resume_path:
             raise UserInputError("--watch needs --resume-path <policy_best.pth or checkpoint.pth>")
-        extra = load_policy(algorithm, args.resume_path, args.device)
-        run = OfflineRun(algorithm, args, log_path, score_fn=score_fn(args.task))
-        return run.evaluate(make_test_collector(algorithm, args, extra.get("obs_rms")), "watch")
+        extra = load_policy(algorithm, args.resume_path, args.device, task=args.task, script=script)
+        with run_directory(args, args.task, algo_name) as log_path:
+            run = OfflineRun(algorithm, args, log_path, score_fn=score_fn(args.task), script=script)
+            collector = make_test_collector(algorithm, args, extra.get("obs_rms"))
+            return run.evaluate(collector, "watch")
 
     buffer, obs_rms = load_dataset(args, spec)
-    run = OfflineRun(
-        algorithm, args, log_path, score_fn=score_fn(args.task), extra_state={"obs_rms": obs_rms}
-    )
-    test_collector = make_test_collector(algorithm, args, obs_rms)
-    print(f"logging to {log_path} (tensorboard --logdir {Path(args.logdir)})")
-    run.train(buffer, test_collector)
-    return run.evaluate(test_collector)
+    with run_directory(args, args.task, algo_name) as log_path:
+        run = OfflineRun(
+            algorithm,
+            args,
+            log_path,
+            score_fn=score_fn(args.task),
+            extra_state={"obs_rms": obs_rms},
+            script=script,
+        )
+        test_collector = make_test_collector(algorithm, args, obs_rms)
+        print(f"logging to {log_path} (tensorboard --logdir {Path(args.logdir)})")
+        run.train(buffer, test_collector)
+        return run.evaluate(test_collector)

@@ -1,13 +1,14 @@
 """What every offline script shares: arguments, seeding, logging, checkpoints, training, evaluation.
 
-A script builds its data, networks and Tianshou algorithm, then hands them to this module:
+A script builds its data, networks and Tianshou algorithm, then hands them to this module
+(seeding and the test collectors are in ``run.evaluation``, the file names in ``run.summary``):
 
-    args = parser.parse_args()                  # after add_training_args(parser, ...)
-    seed_everything(args.seed)
-    log_path = make_log_path(args, task, "td3_bc")
-    run = OfflineRun(algorithm, args, log_path, score_fn=...)   # restores --resume-path
-    run.train(buffer, test_collector)           # Tianshou's offline trainer, checkpoints each epoch
-    run.evaluate(test_collector)                # final line + summary.json
+    args = parser.parse_args()                  # after add_training_args(parser, ...): checked
+    seed_everything(args.seed)                  # run.evaluation
+    with run_directory(args, task, "td3_bc") as log_path:   # made and locked; see its docstring
+        run = OfflineRun(algorithm, args, log_path, score_fn=..., script="d4rl_td3_bc.py")
+        run.train(buffer, test_collector)       # Tianshou's offline trainer, checkpoints each epoch
+        run.evaluate(test_collector)            # final line + summary.json
 
 Files in the log directory ``<logdir>/<task>/<algo>/<seed>-<time>/``:
 
@@ -19,25 +20,31 @@ Files in the log directory ``<logdir>/<task>/<algo>/<seed>-<time>/``:
   an interrupted run ends with exactly as many gradient steps as an uninterrupted one.
 * ``policy_best.pth`` / ``policy_last.pth``: the algorithm state and ``extra_state``; ``--watch
   --resume-path policy_best.pth`` evaluates one without training.
-* ``summary.json``: the final evaluation, best evaluation and per-epoch history (results tables).
+* ``summary.json``: the final evaluation, best evaluation and per-epoch history (results tables);
+  a ``--watch`` run writes ``watch.json`` instead, which results tables do not read.
+* ``.lock`` while a process works in the directory (``run_directory``): a second is refused.
 * TensorBoard event files (``tensorboard --logdir log``).
+
+Every policy and checkpoint file records the ``--task`` and the script that wrote it; loading one
+with another task or script is refused (older files without the record are not checked).
 
 Each epoch ends with an evaluation of ``--test-num`` episodes: by Tianshou's trainer, in this
 process, or with ``--eval-in-background`` by a worker process on a snapshot of the parameters
-while training goes on (background_eval.py); either way it is logged, recorded and checkpointed
-the same way.
+while training goes on (``run.background_eval``); either way it is logged, recorded and
+checkpointed the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,21 +58,21 @@ from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 from tianshou_offline.errors import UserInputError
-from tianshou_offline.files import atomic_write
+from tianshou_offline.files import DirectoryLock, atomic_write, make_directory
+from tianshou_offline.run.arguments import check_after_parsing
 from tianshou_offline.run.background_eval import BackgroundEvaluator, EvalResult
 from tianshou_offline.run.summary import (
     BEST_POLICY_NAME,
     CHECKPOINT_NAME,
     LAST_POLICY_NAME,
     SUMMARY_NAME,
+    WATCH_SUMMARY_NAME,
 )
 from tianshou_offline.updates.core import FastUpdate
 from tianshou_offline.updates.select import make_fast_update
 
-# On the CPU, compiling the fast step takes 10-65 s (more under load) and saves 2-8 ms per
-# update at the scripts' default sizes (benchmarks/README.md, one-run table: BC 181 -> 298 upd/s,
-# TD3+BC 57 -> 103, CQL 1.8 -> 4.3): paid back within ~30k updates even for BC. The scripts'
-# own budgets (1M updates) are far above this; tests and quick tries are below.
+# On the CPU, compiling pays back within ~30k updates (measurements: benchmarks/README.md, "The
+# fast path"); the scripts' own budgets (1M updates) are far above this, tests and tries below.
 COMPILE_PAYS_FROM_STEPS = 50_000
 
 # Maps a mean episode return to the score shown beside it (D4RL's normalized score), or None.
@@ -136,20 +143,51 @@ def add_training_args(
         help="evaluations run in a worker process on a snapshot of the policy while training "
         "goes on; results are logged when they arrive (background_eval.py)",
     )
+    check_after_parsing(parser)  # parse_args refuses bad values with one line (arguments.py)
 
 
-def make_log_path(args: argparse.Namespace, task: str, algo_name: str) -> Path:
-    """``<logdir>/<task>/<algo>/<seed>-<time>``, or ``--run-dir`` as given; a resumed run
-    continues in its own directory."""
+@contextlib.contextmanager
+def run_directory(args: argparse.Namespace, task: str, algo_name: str) -> Iterator[Path]:
+    """The run directory, ``<logdir>/<task>/<algo>/<seed>-<time>`` or ``--run-dir`` as given (a
+    resumed run continues in its own), locked for this process while the block runs (a
+    second process is refused with one line). If the block fails in a directory it created,
+    before any checkpoint, the run's files and the directories it created are removed again:
+    a failed run leaves nothing that looks like a run."""
     if args.resume_path and not args.watch:
-        return _resolve_checkpoint(args.resume_path).parent
-    if args.run_dir:
+        checkpoint = _resolve_checkpoint(args.resume_path)
+        if not checkpoint.is_file():
+            raise UserInputError(f"no saved policy or checkpoint at {checkpoint}")
+        path, created = checkpoint.parent, []
+    elif args.run_dir:
         path = Path(args.run_dir).expanduser()
+        created = make_directory(path, "--run-dir")
     else:
         now = datetime.datetime.now().strftime("%y%m%d-%H%M%S")
-        path = Path(args.logdir) / task / algo_name / f"{args.seed}-{now}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+        path = Path(args.logdir).expanduser() / task / algo_name / f"{args.seed}-{now}"
+        created = make_directory(path, "--logdir")
+    lock = None
+    try:
+        lock = DirectoryLock(path, "run directory")
+        yield path
+    except Exception:
+        if created and not (path / CHECKPOINT_NAME).exists():
+            _remove_unfinished_run(path, created, lock)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _remove_unfinished_run(path: Path, created: list[Path], lock: DirectoryLock | None) -> None:
+    for name in ("events.out.tfevents.*", BEST_POLICY_NAME, LAST_POLICY_NAME):
+        for file in path.glob(name):
+            with contextlib.suppress(OSError):
+                file.unlink()
+    if lock is not None:
+        lock.release()
+    for directory in reversed(created):  # deepest first; only where nothing else is left
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def save_state(path: Path, payload: dict[str, Any]) -> None:
@@ -171,10 +209,28 @@ def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str
 
 
 def load_policy(
-    algorithm: Algorithm, path: str | Path, device: str | torch.device = "cpu"
+    algorithm: Algorithm,
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    task: str | None = None,
+    script: str | None = None,
 ) -> dict[str, Any]:
-    """Load a policy/checkpoint file into ``algorithm``; return its ``extra_state``."""
+    """Load a policy/checkpoint file into ``algorithm``; return its ``extra_state``.
+
+    ``task``, ``script``: refuse a file that records another task or script (files without the
+    record, from before it was kept, are not checked)."""
     payload = load_state(path, device)
+    saved_task, saved_script = payload.get("task"), payload.get("script")
+    if task is not None and saved_task is not None and saved_task != task:
+        raise UserInputError(
+            f"{path} is a policy for --task {saved_task}, not {task}: pass --task {saved_task}, "
+            f"or a policy trained on {task}"
+        )
+    if script is not None and saved_script is not None and saved_script != script:
+        raise UserInputError(
+            f"{path} was written by {saved_script}, not {script}: load it with {saved_script}"
+        )
     try:
         algorithm.load_state_dict(payload["algorithm"])
     except (RuntimeError, KeyError, ValueError) as err:
@@ -279,10 +335,14 @@ class OfflineRun:
         *,
         score_fn: ScoreFn | None = None,
         extra_state: dict[str, Any] | None = None,
+        script: str | None = None,
     ) -> None:
+        """``script``: the script's file name, recorded (with --task) in every saved file and
+        checked on --resume-path."""
         self.algorithm = algorithm
         self.args = args
         self.log_path = log_path
+        self.script = script
         # D4RL tasks pass their normalized score; where it is None the run reports raw returns
         self.expects_score = score_fn is not None
         self.score_fn: ScoreFn = score_fn or (lambda mean_return: None)
@@ -306,8 +366,16 @@ class OfflineRun:
             self._restore(_resolve_checkpoint(args.resume_path))
 
     # --- checkpoints -------------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        """What every saved file records about the run that wrote it (checked by load_policy)."""
+        return {"task": getattr(self.args, "task", None), "script": self.script}
+
     def _policy_payload(self) -> dict[str, Any]:
-        return {"algorithm": self.algorithm.state_dict(), "extra_state": self.extra_state}
+        return {
+            "algorithm": self.algorithm.state_dict(),
+            "extra_state": self.extra_state,
+            **self._identity(),
+        }
 
     def _save_checkpoint(self, epoch: int, env_step: int, gradient_step: int) -> str:
         path = self.log_path / CHECKPOINT_NAME
@@ -334,7 +402,13 @@ class OfflineRun:
         payload = load_state(path, self.args.device)
         if "epoch" not in payload:
             raise UserInputError(f"{path} is a policy file, not a checkpoint; use --watch with it")
-        load_policy(self.algorithm, path, self.args.device)
+        load_policy(
+            self.algorithm,
+            path,
+            self.args.device,
+            task=getattr(self.args, "task", None),
+            script=self.script,
+        )
         self.extra_state = payload.get("extra_state", {})
         self.start_epoch = payload["epoch"]
         self.start_gradient_step = payload["gradient_step"]
@@ -342,7 +416,9 @@ class OfflineRun:
         self.history = list(payload["history"])
         self._pending = {
             entry["epoch"]: _PendingEvaluation(
-                entry["epoch"], entry["gradient_step"], _cpu_copy(entry["policy"])
+                entry["epoch"],
+                entry["gradient_step"],
+                {**_cpu_copy(entry["policy"]), **self._identity()},
             )
             for entry in payload.get("pending_evaluations", [])
         }
@@ -422,6 +498,7 @@ class OfflineRun:
         assert self._evaluator is not None
         snapshot = {"algorithm": _cpu_copy(self.algorithm.state_dict())}
         snapshot["extra_state"] = self.extra_state
+        snapshot.update(self._identity())
         pending = _PendingEvaluation(epoch, gradient_step, snapshot)
         self._pending[epoch] = pending
         self._evaluator.submit(epoch, gradient_step, pending.policy_state())
@@ -494,7 +571,9 @@ class OfflineRun:
 
     # --- evaluation --------------------------------------------------------------------------
     def evaluate(self, test_collector: Collector, label: str = "final") -> dict[str, Any]:
-        """Evaluate ``--test-num`` episodes; print one line; write summary.json atomically."""
+        """Evaluate ``--test-num`` episodes; print one line; write summary.json atomically
+        (label "watch": watch.json, so that a watch neither replaces a run's summary nor
+        appears in results tables as a run)."""
         if self._final_policy_returns is not None:
             # The trainer's last test step already evaluated these very parameters on the same
             # seeded episodes: evaluating again would repeat it exactly.
@@ -533,7 +612,8 @@ class OfflineRun:
         if self.history:
             best = max(self.history, key=lambda h: h["return_mean"])
             summary["best"] = best
-        with atomic_write(self.log_path / SUMMARY_NAME) as tmp:
+        name = WATCH_SUMMARY_NAME if label == "watch" else SUMMARY_NAME
+        with atomic_write(self.log_path / name) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
         return summary
 
