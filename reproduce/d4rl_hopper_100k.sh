@@ -16,6 +16,8 @@
 # Rerunning skips finished runs and continues interrupted ones (sweep.py), so Ctrl-C is safe.
 #
 #   bash reproduce/d4rl_hopper_100k.sh        (from the repository root)
+#
+# The table's data was replaced on 2026-12-02: run this from commit 0300a10, which still holds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,10 +1,10 @@
 """Each D4RL script learns: a short run on the bundled dataset scores far above a random policy.
 
-The bundled dataset (examples/offline/data, 50k Hopper transitions from a SAC snapshot) has a
-mean episode return of about 248; uniform random actions score about 17 to 45, depending on the
-episodes' seeds. Thresholds come from measured runs (seed 0; the numbers beside each case) with
-a wide margin. Networks are smaller than the scripts' defaults so that the suite stays fast on a
-2-core CPU; the algorithm, its losses and its other hyper-parameters are the scripts' own.
+The bundled dataset (examples/offline/data, 50k Hopper transitions from the medium SAC snapshot)
+has a mean episode return of about 1,137; uniform random actions score about 17 to 45, depending
+on the episodes' seeds. Thresholds come from measured runs (seed 0; the numbers beside each case)
+with a wide margin. Networks are smaller than the scripts' defaults so that the suite stays fast
+on a 2-core CPU; the algorithm, its losses and its other hyper-parameters are the scripts' own.
 """
 
 from __future__ import annotations
@@ -44,29 +44,26 @@ def random_policy_return(episodes: int = 5) -> float:
 @pytest.mark.parametrize(
     "script, extra, threshold",
     [
-        # measured (seed 0, 1000 steps): final return 241
-        (d4rl_il, ["--epoch-num-steps", "1000"], 150.0),
-        # measured (seed 0): final return 165 after 1500 steps, 207 after 3000
-        (d4rl_td3_bc, ["--epoch-num-steps", "3000", "--hidden-sizes", "64", "64"], 150.0),
-        # measured (seed 0, 1000 steps): final return 188 (193 before the perturbation fix)
+        # measured (seed 0): final return 217 after 2000 steps, 725 after 3000
+        (d4rl_il, ["--epoch-num-steps", "3000"], 300.0),
+        # measured (seed 0, 3000 steps): final return 818
+        (d4rl_td3_bc, ["--epoch-num-steps", "3000", "--hidden-sizes", "64", "64"], 300.0),
+        # measured (seed 0): final return 169 after 1000 steps, 713 after 3000
         (
             d4rl_bcq,
-            ["--epoch-num-steps", "1000", "--hidden-sizes", "64", "64"]
+            ["--epoch-num-steps", "3000", "--hidden-sizes", "64", "64"]
             + ["--vae-hidden-sizes", "64", "64"],
-            150.0,
+            300.0,
         ),
-        # measured (seed 0, 1000 steps): final return 179 (251 with batch 256). With the script's
-        # default learning rates the entropy temperature starts at 1 and falls slowly, and CQL
-        # is still at random level (42) after 1000 steps; faster actor and temperature rates
-        # show the same algorithm learning within the test's budget.
+        # measured (seed 0, 3000 steps): final return 178. CQL's own settings (weight 10, no
+        # multiplier, the corrected maths); faster actor and temperature rates than the script's
+        # (whose temperature starts at 1 and falls slowly) let it learn within the budget. The
+        # same run at 5000 steps had collapsed to 8: an open finding, see issue 15's notes.
         (
             d4rl_cql,
-            ["--epoch-num-steps", "1000", "--hidden-sizes", "64", "64", "--batch-size", "128"]
-            + ["--actor-lr", "1e-3", "--alpha-lr", "3e-3"]
-            # the settings this budget was measured with (the corrected default, weight 10
-            # without the multiplier, reached 113 here: it needs a longer budget, to measure)
-            + ["--cql-weight", "1", "--with-lagrange", "--tianshou-2.0.1-maths"],
-            150.0,
+            ["--epoch-num-steps", "3000", "--hidden-sizes", "64", "64", "--batch-size", "128"]
+            + ["--actor-lr", "1e-3", "--alpha-lr", "3e-3"],
+            140.0,
         ),
     ],
     ids=["il", "td3_bc", "bcq", "cql"],

@@ -288,3 +288,31 @@ def test_bundled_dataset_is_small_documented_and_better_than_random():
     }
     assert tool.episode_returns(data).mean() > 10 * 20  # uniform random actions give about 18
     assert str(BUNDLED.name) in (OFFLINE_DIR / "data" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("task", ["halfcheetah", "hopper", "walker2d"])
+def test_make_reproduces_the_committed_checksums(task, tmp_path):
+    """`make` from the committed snapshots gives the same first transitions, bit for bit, as
+    when the snapshots were exported (checksums.json, written by `export`)."""
+    snapshots = OFFLINE_DIR / "snapshots" / task
+    expected = tool.json.loads((snapshots / tool.CHECKSUMS).read_text())
+    n = expected["num_transitions"]
+    tool.main(
+        ["make", "--snapshots", str(snapshots), "--levels", "random", "medium", "expert",
+         "--num-transitions", str(n), "--num-envs", "1", "--workers", "1", "--seed", "0",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    for level in ("random", "medium", "expert"):
+        with h5py.File(tmp_path / f"{task}-made-{level}-{n}.hdf5", "r") as f:
+            data = {key: f[key][()] for key in tool.D4RL_KEYS}
+        assert tool.data_checksum(data) == expected["levels"][level], (
+            level,
+            expected["written_on"],
+        )
+    with np.load(snapshots / tool.ACTION_LOG) as arrays:
+        log = tool.ActionLog.from_arrays(tool.ActionLog.from_arrays(dict(arrays)).to_arrays(upto=n))
+    replayed = tool.replay_action_log(tool.load_index(snapshots)["task"], log).data
+    assert tool.data_checksum(replayed) == expected["levels"]["medium-replay"]
+    # The checksum sees a change of one bit.
+    replayed["rewards"][0] = np.nextafter(replayed["rewards"][0], np.float32(np.inf))
+    assert tool.data_checksum(replayed) != expected["levels"]["medium-replay"]
