@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tianshou_offline.dataset_maker import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,14 +193,7 @@ def main() -> None:
         for name, loop in loops.items():
             best[name] = max(best[name], steps_per_second(loop, args.steps))
         print(f"round {round_index + 1}: " + ", ".join(f"{n} {v:.0f}" for n, v in best.items()))
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     print(
         f"\n{args.task}, batch {args.batch_size}, {args.hidden}x{args.hidden}, UTD 1, "
         f"{args.threads} thread(s), {cpu}, torch {torch.__version__}, "

@@ -850,17 +850,21 @@ def reproduction_checksums(snapshot_dir: Path) -> dict[str, Any]:
     }
 
 
-def platform_description() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for speed and reproduction records."""
     import platform
 
-    cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def platform_description() -> str:
+    cpu = cpu_model()
     return f"{cpu}; mujoco {versions()['mujoco_version']}; torch {torch.__version__}"
 
 
