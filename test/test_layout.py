@@ -22,6 +22,7 @@ PACKAGE_DIR = Path(tianshou_offline.__file__).resolve().parent
 LAYERS = {
     "tianshou_offline.errors": 0,
     "tianshou_offline.files": 0,
+    "tianshou_offline.tianshou_adapter": 0,
     "tianshou_offline.data": 1,
     "tianshou_offline.atari": 1,
     "tianshou_offline.updates": 2,

@@ -3,7 +3,8 @@
 Layers, lowest first (a module imports only its own layer and the ones below):
 
 * ``errors`` (one-line user errors, exit code 2), ``files`` (atomic writes, full disks,
-  directory locks, downloads)
+  directory locks, downloads), ``tianshou_adapter`` (every use of Tianshou 2.0.1's private
+  attributes; test/test_tianshou_adapter.py checks them against the installed Tianshou)
 * ``data``: ``d4rl`` (D4RL/Minari loading, task mapping, normalized scores), ``atari_buffer``
   (the Atari buffer file format), ``tfrecord`` (TFRecord reading and writing),
   ``rl_unplugged`` (RL Unplugged Atari shards to buffers), ``rl_unplugged_writer`` (shards in

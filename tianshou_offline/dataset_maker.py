@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tianshou_offline import tianshou_adapter
 from tianshou_offline.data import d4rl as d4rl_data
 from tianshou_offline.errors import UserInputError
 from tianshou_offline.files import DirectoryLock, atomic_write, check_directory, make_directory
@@ -580,11 +581,17 @@ class SacRun:
         self.obs, _ = self.env.reset(seed=self.log.episode_seeds[0])
         self.episode_return = 0.0
 
+    def temperature_optimizer(self) -> torch.optim.Optimizer:
+        """SAC's temperature optimizer, which the algorithm's state_dict leaves out."""
+        temperature = tianshou_adapter.automatic_temperature(self.algorithm.alpha)
+        assert temperature is not None  # build_sac tunes the temperature
+        return temperature.optimizer
+
     def resume(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a checkpoint: networks, optimizers and RNGs are loaded; the replay
         buffer and the running episode are rebuilt by replaying the action log."""
         self.algorithm.load_state_dict(checkpoint["algorithm"])
-        self.algorithm.alpha._optim.load_state_dict(checkpoint["alpha_optim"])  # not in the above
+        self.temperature_optimizer().load_state_dict(checkpoint["alpha_optim"])  # not in the above
         self.index = checkpoint["index"]
         self.log = ActionLog.from_arrays(checkpoint["action_log"])
         replay = replay_action_log(self.args.task, self.log, progress=True, full_precision=True)
@@ -647,7 +654,7 @@ class SacRun:
         payload = {
             "args": vars(self.args),
             "algorithm": self.algorithm.state_dict(),
-            "alpha_optim": self.algorithm.alpha._optim.state_dict(),
+            "alpha_optim": self.temperature_optimizer().state_dict(),
             "action_log": self.log.to_arrays(),
             "random_actions_rng": self.random_actions.bit_generator.state,
             "rng": rng_states(),

@@ -12,6 +12,7 @@ from tianshou.algorithm.algorithm_base import TrainingStats
 from tianshou.data import Batch as TianshouBatch
 from tianshou.data import ReplayBuffer
 
+from tianshou_offline import tianshou_adapter
 from tianshou_offline.updates.core import Batch, FunctionalStep
 
 # the transition fields a step reads, when the batch has them
@@ -55,7 +56,8 @@ class FunctionalUpdate:
         raise NotImplementedError
 
     def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Optimizers the update steps that Tianshou's ``_optimizers`` does not hold."""
+        """The optimizers of the update that Tianshou does not checkpoint (it saves those its
+        ``_create_optimizer`` made)."""
         return {}
 
     def functional_step(self) -> FunctionalStep | None:
@@ -100,13 +102,12 @@ class FunctionalUpdate:
     # checkpoints: counters and the optimizers outside Tianshou's list
     def get_extra_state(self) -> dict[str, Any]:
         return {
-            "counters": {name: getattr(self, name) for name in self.checkpointed_counters},
+            "counters": tianshou_adapter.counters(self, self.checkpointed_counters),
             "optimizers": {name: o.state_dict() for name, o in self.extra_optimizers().items()},
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        for name, value in state["counters"].items():
-            setattr(self, name, value)
+        tianshou_adapter.restore_counters(self, state["counters"])
         for name, optimizer in self.extra_optimizers().items():
             optimizer.load_state_dict(state["optimizers"][name])
 

@@ -15,6 +15,7 @@ from tianshou.algorithm import CQL as TianshouCQL
 from tianshou.algorithm import TD3BC as TianshouTD3BC
 from tianshou.algorithm.imitation.imitation_base import OfflineImitationLearning
 
+from tianshou_offline import tianshou_adapter
 from tianshou_offline.algorithms.base import FunctionalUpdate
 from tianshou_offline.updates.continuous import (
     BCQStep,
@@ -28,8 +29,8 @@ from tianshou_offline.updates.discrete import DiscreteImitationStep
 
 def _temperature_optimizer(alpha: Any) -> dict[str, torch.optim.Optimizer]:
     """SAC's automatic temperature keeps its optimizer outside Tianshou's list."""
-    optimizer = getattr(alpha, "_optim", None)
-    return {"alpha": optimizer} if optimizer is not None else {}
+    temperature = tianshou_adapter.automatic_temperature(alpha)
+    return {"alpha": temperature.optimizer} if temperature is not None else {}
 
 
 class ImitationLearning(FunctionalUpdate, OfflineImitationLearning):
@@ -50,7 +51,7 @@ class TD3BC(FunctionalUpdate, TianshouTD3BC):
     * the policy-delay counter is checkpointed (a resume keeps the actor's update phase).
     """
 
-    checkpointed_counters = ("_cnt", "_last")
+    checkpointed_counters = tianshou_adapter.TD3_COUNTERS
 
     def make_step(self) -> FunctionalStep:
         return TD3BCStep(self)

@@ -10,6 +10,7 @@ from tianshou.algorithm import DiscreteBCQ as TianshouDiscreteBCQ
 from tianshou.algorithm import DiscreteCQL as TianshouDiscreteCQL
 from tianshou.algorithm import DiscreteCRR as TianshouDiscreteCRR
 
+from tianshou_offline import tianshou_adapter
 from tianshou_offline.algorithms.base import FunctionalUpdate
 from tianshou_offline.updates.core import FunctionalStep
 from tianshou_offline.updates.discrete import DiscreteBCQStep, DiscreteCQLStep, DiscreteCRRStep
@@ -19,7 +20,7 @@ class DiscreteBCQ(FunctionalUpdate, TianshouDiscreteBCQ):
     """Discrete BCQ (Fujimoto et al., 2019). Correction to Tianshou 2.0.1: the target-copy
     counter is checkpointed (a resume keeps the copy schedule)."""
 
-    checkpointed_counters = ("_iter",)
+    checkpointed_counters = tianshou_adapter.TARGET_COPY_COUNTERS
 
     def make_step(self) -> FunctionalStep:
         return DiscreteBCQStep(self)
@@ -29,7 +30,7 @@ class DiscreteCQL(FunctionalUpdate, TianshouDiscreteCQL):
     """Discrete CQL on QR-DQN (Kumar et al., 2020). Correction to Tianshou 2.0.1: the
     target-copy counter is checkpointed."""
 
-    checkpointed_counters = ("_iter",)
+    checkpointed_counters = tianshou_adapter.TARGET_COPY_COUNTERS
 
     def make_step(self) -> FunctionalStep:
         return DiscreteCQLStep(self)
@@ -46,7 +47,7 @@ class DiscreteCRR(FunctionalUpdate, TianshouDiscreteCRR):
     * the target-copy counter is checkpointed.
     """
 
-    checkpointed_counters = ("_iter",)
+    checkpointed_counters = tianshou_adapter.TARGET_COPY_COUNTERS
 
     def make_step(self) -> FunctionalStep:
         return DiscreteCRRStep(self)

@@ -77,6 +77,7 @@ import numpy as np
 if TYPE_CHECKING:
     from tianshou.data import ReplayBuffer
 
+from tianshou_offline import tianshou_adapter
 from tianshou_offline.errors import UserInputError
 from tianshou_offline.files import atomic_write, check_directory, ensure_free_space
 
@@ -261,7 +262,7 @@ def _parts_in_time_order(
     for sub in getattr(buffer, "buffers", [buffer]):
         if len(sub) == 0:
             continue
-        oldest = sub._insertion_idx % len(sub)  # == 0 unless the circular buffer wrapped
+        oldest = tianshou_adapter.insertion_index(sub) % len(sub)  # 0 unless it wrapped
         order = np.concatenate([np.arange(oldest, len(sub)), np.arange(oldest)])
         terminated = np.asarray(sub.terminated[order], dtype=bool)
         truncated = np.asarray(sub.truncated[order], dtype=bool).copy()
@@ -461,8 +462,7 @@ def buffer_from_columns(columns: dict[str, np.ndarray]) -> ReplayBuffer:
     )
     buffer.set_batch(batch)  # type: ignore[arg-type]
     # the state a buffer has after `size` calls of add(): full, next insertion at row 0
-    buffer._size = size
-    buffer._insertion_idx = 0
+    tianshou_adapter.mark_filled(buffer, size)
     buffer.last_index = np.array([size - 1])
     return buffer
 

@@ -51,12 +51,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tianshou.algorithm.algorithm_base import Algorithm, policy_within_training_step
+from tianshou.algorithm.algorithm_base import Algorithm
 from tianshou.data import Collector, CollectStats, ReplayBuffer
 from tianshou.trainer import OfflineTrainer, OfflineTrainerParams
 from tianshou.utils import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
 
+from tianshou_offline import tianshou_adapter
 from tianshou_offline.errors import UserInputError
 from tianshou_offline.files import DirectoryLock, atomic_write, make_directory
 from tianshou_offline.run.arguments import check_after_parsing
@@ -286,15 +287,10 @@ class _ProgressOfflineTrainer(OfflineTrainer):
     latest_score: str = "-"
     fast_update: FastUpdate | None = None
 
-    def _training_step(self) -> OfflineTrainer._TrainingStepResult:
+    def _training_step(self) -> Any:  # OfflineTrainer._TrainingStepResult
         if self.fast_update is None:
             return super()._training_step()
-        # OfflineTrainer._training_step with the fast update (same parameters, same stats type)
-        with policy_within_training_step(self.algorithm.policy):
-            stats = self.fast_update.update(self._buffer, self.params.batch_size)
-            self._update_moving_avg_stats_and_log_update_data(stats)
-            self._policy_update_time += stats.train_time
-            return self._TrainingStepResult(stats, env_step_advancement=self.params.batch_size)
+        return tianshou_adapter.offline_training_step(self, self.fast_update.update)
 
     def _create_epoch_pbar_data_dict(self, training_step_result: Any) -> dict[str, str]:
         stats = training_step_result.get_training_stats()
@@ -523,7 +519,7 @@ class OfflineRun:
     def train(self, buffer: ReplayBuffer, test_collector: Collector) -> None:
         """Train for the remaining epochs, evaluating with ``test_collector`` after each (or,
         with --eval-in-background, in a worker that builds the same collector from its setup)."""
-        buffer._random_state = self._buffer_rng
+        tianshou_adapter.set_sampling_rng(buffer, self._buffer_rng)
         self._logger = _RunLogger(self)
         self._logger.writer.add_text("args", str(vars(self.args)))
         if getattr(self.args, "eval_in_background", False):
@@ -547,7 +543,7 @@ class OfflineRun:
             self._trainer = _ProgressOfflineTrainer(self.algorithm, params)
             if _use_fast_update(self.args):  # None for algorithms without a fast step
                 self._trainer.fast_update = make_fast_update(
-                    self.algorithm, self._trainer._buffer, self.args.device
+                    self.algorithm, tianshou_adapter.trainer_buffer(self._trainer), self.args.device
                 )
             started = time.time()
             if self._evaluator is not None:
@@ -566,7 +562,7 @@ class OfflineRun:
             if self._evaluator is not None:
                 self._evaluator.close()  # also on errors and Ctrl-C: no process outlives the run
                 self._evaluator = None
-        self.end_gradient_step = self._trainer._current_update_step
+        self.end_gradient_step = tianshou_adapter.trainer_update_step(self._trainer)
         save_state(self.log_path / LAST_POLICY_NAME, self._policy_payload())
 
     # --- evaluation --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from tianshou.algorithm.modelfree.td3 import TD3TrainingStats
 from torch import Tensor
 from torch.func import functional_call, grad_and_value, vmap
 
+from tianshou_offline import tianshou_adapter
 from tianshou_offline.updates.core import (
     Batch,
     FunctionalAdam,
@@ -158,10 +159,10 @@ class TD3BCStep(_ActorTwinCriticStep):
         self.act_low, self.act_high = action_bounds(algorithm, self.device)
 
     def variant(self) -> bool:
-        return self.algo._cnt % self.algo.update_actor_freq == 0
+        return tianshou_adapter.td3_update_count(self.algo) % self.algo.update_actor_freq == 0
 
     def advance(self) -> None:
-        self.algo._cnt += 1
+        tianshou_adapter.advance_td3_update_count(self.algo)
 
     def target_action(self, obs_next: Tensor) -> Tensor:
         """The target actor's action plus clipped Gaussian noise (target policy smoothing)."""
@@ -219,12 +220,12 @@ class SACStep(_ActorTwinCriticStep):
 
     def __init__(self, algorithm: Algorithm, ensemble: bool = False) -> None:
         super().__init__(algorithm, ensemble)  # type: ignore[arg-type]
-        alpha = algorithm.alpha
-        if not hasattr(alpha, "_log_alpha"):
+        temperature = tianshou_adapter.automatic_temperature(algorithm.alpha)
+        if temperature is None:
             raise NotImplementedError("the SAC step supports the automatic temperature only")
-        self.log_alpha = alpha._log_alpha.detach()
-        self.alpha_optim = FunctionalAdam.of(alpha._optim)
-        self.target_entropy = float(alpha._target_entropy)
+        self.log_alpha = temperature.log_alpha.detach()
+        self.alpha_optim = FunctionalAdam.of(temperature.optimizer)
+        self.target_entropy = temperature.target_entropy
 
     def __call__(self, batch: Batch, variant: object) -> Tensor:
         algo = self.algo
@@ -296,14 +297,14 @@ class CQLStep(_ActorTwinCriticStep):
 
     def __init__(self, algorithm: CQL, ensemble: bool = False) -> None:
         super().__init__(algorithm, ensemble)
-        alpha = algorithm.alpha
-        self.auto_alpha = hasattr(alpha, "_log_alpha")
-        if self.auto_alpha:
-            self.log_alpha = alpha._log_alpha.detach()
-            self.alpha_optim = FunctionalAdam.of(alpha._optim)
-            self.target_entropy = float(alpha._target_entropy)
+        temperature = tianshou_adapter.automatic_temperature(algorithm.alpha)
+        self.auto_alpha = temperature is not None
+        if temperature is not None:
+            self.log_alpha = temperature.log_alpha.detach()
+            self.alpha_optim = FunctionalAdam.of(temperature.optimizer)
+            self.target_entropy = temperature.target_entropy
         else:
-            self.log_alpha = torch.tensor(math.log(alpha.value), device=self.device)
+            self.log_alpha = torch.tensor(math.log(algorithm.alpha.value), device=self.device)
         # The Lagrange multiplier. Tianshou keeps it outside state_dict (and on CUDA optimises a
         # CPU copy that the loss never reads); here it is optimised on the device, as on CPU.
         # (tianshou_offline.algorithms.CQL registers it, with its optimizer, in state_dict.)

@@ -41,6 +41,8 @@ from tianshou.algorithm.algorithm_base import Algorithm, TrainingStats
 from tianshou.data import ReplayBuffer
 from torch import Tensor
 
+from tianshou_offline import tianshou_adapter
+
 Params = dict[str, Tensor]
 Batch = dict[str, Tensor]
 
@@ -219,7 +221,10 @@ class FunctionalAdam:
     @classmethod
     def of_wrapper(cls, wrapped: Algorithm.Optimizer) -> FunctionalAdam:
         """From Tianshou's optimizer wrapper, with its gradient-norm clipping."""
-        return cls.of(wrapped._optim, max_grad_norm=wrapped._max_grad_norm)
+        return cls.of(
+            tianshou_adapter.torch_optimizer(wrapped),
+            max_grad_norm=tianshou_adapter.max_grad_norm(wrapped),
+        )
 
     def step(self, grads: list[Tensor]) -> None:
         if self.max_grad_norm is not None:  # as torch.nn.utils.clip_grad_norm_
@@ -254,13 +259,12 @@ class LaggedParams:
         self.by_source: dict[int, Params] = {}
         self.targets: list[Tensor] = []
         self.sources: list[Tensor] = []
-        lagged = getattr(algorithm, "_lagged_networks", None)  # None: no target networks
-        for pair in lagged._lagged_network_pairs if lagged is not None else []:
-            names = [name for name, _ in pair.source.named_parameters()]
-            targets = [p.detach() for p in pair.target.parameters()]
-            self.by_source[id(pair.source)] = dict(zip(names, targets, strict=True))
+        for source, target in tianshou_adapter.lagged_network_pairs(algorithm):
+            names = [name for name, _ in source.named_parameters()]
+            targets = [p.detach() for p in target.parameters()]
+            self.by_source[id(source)] = dict(zip(names, targets, strict=True))
             self.targets += targets
-            self.sources += [p.detach() for p in pair.source.parameters()]
+            self.sources += [p.detach() for p in source.parameters()]
 
     def of(self, source: torch.nn.Module) -> Params:
         return self.by_source[id(source)]

@@ -33,6 +33,7 @@ from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
 from torch import Tensor
 from torch.func import functional_call, grad_and_value
 
+from tianshou_offline import tianshou_adapter
 from tianshou_offline.updates.core import (
     Batch,
     FunctionalAdam,
@@ -57,7 +58,7 @@ class FrameStackDataset:
     """
 
     def __init__(self, buffer: ReplayBuffer, device: str | torch.device) -> None:
-        if buffer._save_obs_next:
+        if tianshou_adapter.stores_obs_next(buffer):
             raise NotImplementedError("fast path: stacked buffers store no obs_next")
         size = len(buffer)
         self.size = size
@@ -154,8 +155,9 @@ class _DiscreteStep(FunctionalStep):
 
     def __init__(self, algorithm: Algorithm, optim: Algorithm.Optimizer) -> None:
         self.algo = algorithm
-        named = list(optim._module.named_parameters())
-        if [id(p) for _, p in named] != [id(p) for p in optim._optim.param_groups[0]["params"]]:
+        named = list(tianshou_adapter.optimized_module(optim).named_parameters())
+        optimized = tianshou_adapter.torch_optimizer(optim).param_groups[0]["params"]
+        if [id(p) for _, p in named] != [id(p) for p in optimized]:
             raise NotImplementedError("fast path: optimizer parameters differ from its module's")
         self.optim = FunctionalAdam.of_wrapper(optim)
         self.params: Params = {name: p.detach() for name, p in named}
@@ -217,19 +219,21 @@ class DiscreteBCQStep(_DiscreteStep):
         super().__init__(algorithm, algorithm.optim)
         policy = algorithm.policy
         self.model, self.imitator = policy.model, policy.imitator
+        self.log_tau = tianshou_adapter.discrete_bcq_log_threshold(policy)
+        self.imitation_penalty = tianshou_adapter.discrete_bcq_imitation_penalty(algorithm)
 
     def variant(self) -> bool:  # copy the target network at this update?
-        return self.algo._iter % self.algo.freq == 0
+        return tianshou_adapter.target_copy_update_count(self.algo) % self.algo.freq == 0
 
     def advance(self) -> None:
-        self.algo._iter += 1
+        tianshou_adapter.advance_target_copy_update_count(self.algo)
 
     def _q_and_logits(self, params: Params, obs: Tensor) -> list[Tensor]:
         modules = [self.model, self.imitator]
         return _heads(modules, [self.params_of(params, m) for m in modules], obs)
 
     def __call__(self, batch: Batch, refresh_target: object) -> Tensor:
-        algo, policy = self.algo, self.algo.policy
+        algo = self.algo
         obs, act = batch["obs"], batch["act"]
 
         # _preprocess_batch (before the update's target copy): Q_old at the likely greedy action
@@ -237,7 +241,7 @@ class DiscreteBCQStep(_DiscreteStep):
             obs_next = batch["obs_next"]
             q_next, logits_next = self._q_and_logits(self.params, obs_next)
             ratio = logits_next - logits_next.max(dim=-1, keepdim=True).values
-            mask = (ratio < policy._log_tau).float()
+            mask = (ratio < self.log_tau).float()
             act_next = (q_next - INF * mask).argmax(dim=-1)
             q_old = functional_call(self.model, self.lagged.of(self.model), (obs_next,))[0]
             q_old = q_old.gather(1, act_next[:, None]).squeeze(1)
@@ -250,7 +254,8 @@ class DiscreteBCQStep(_DiscreteStep):
             q_loss = F.smooth_l1_loss(q.gather(1, act[:, None]).squeeze(1), returns)
             i_loss = F.nll_loss(F.log_softmax(logits, dim=-1), act)
             reg_loss = logits.pow(2).mean()
-            return q_loss + i_loss + algo._weight_reg * reg_loss, (q_loss, i_loss, reg_loss)
+            loss = q_loss + i_loss + self.imitation_penalty * reg_loss
+            return loss, (q_loss, i_loss, reg_loss)
 
         grads, (loss, (q_loss, i_loss, reg_loss)) = grad_and_value(loss_fn, has_aux=True)(
             self.params
@@ -277,10 +282,11 @@ class DiscreteCQLStep(_DiscreteStep):
 
     def variant(self) -> bool:
         algo = self.algo
-        return algo.use_target_network and algo._iter % algo.target_update_freq == 0
+        count = tianshou_adapter.target_copy_update_count(algo)
+        return algo.use_target_network and count % algo.target_update_freq == 0
 
     def advance(self) -> None:
-        self.algo._iter += 1
+        tianshou_adapter.advance_target_copy_update_count(self.algo)
 
     def _quantiles(self, params: Params, obs: Tensor) -> Tensor:
         return functional_call(self.net, params, (obs,))[0]  # (B, num_actions, num_quantiles)
@@ -362,19 +368,20 @@ class DiscreteCRRStep(_DiscreteStep):
     def __init__(self, algorithm: DiscreteCRR) -> None:
         super().__init__(algorithm, algorithm.optim)
         self.actor, self.critic = algorithm.policy.actor, algorithm.critic
-        if algorithm._policy_improvement_mode not in ("exp", "binary", "all"):
-            raise NotImplementedError(algorithm._policy_improvement_mode)
+        self.settings = tianshou_adapter.crr_settings(algorithm)
+        if self.settings.policy_improvement_mode not in ("exp", "binary", "all"):
+            raise NotImplementedError(self.settings.policy_improvement_mode)
         self.corrected = not tianshou_maths(algorithm)
 
     def variant(self) -> bool:
-        algo = self.algo
-        return algo._target and algo._iter % algo._freq == 0
+        count = tianshou_adapter.target_copy_update_count(self.algo)
+        return self.settings.target_networks and count % self.settings.target_update_freq == 0
 
     def advance(self) -> None:
-        self.algo._iter += 1
+        tianshou_adapter.advance_target_copy_update_count(self.algo)
 
     def __call__(self, batch: Batch, refresh_target: object) -> Tensor:
-        algo = self.algo
+        algo, settings = self.algo, self.settings
         obs, act = batch["obs"], batch["act"]
         modules = [self.actor, self.critic]
         if refresh_target:
@@ -384,7 +391,7 @@ class DiscreteCRRStep(_DiscreteStep):
             # The target copies of actor and critic each hold a copy of the shared feature net;
             # both are copied from the same source at the same time, so they are equal and run
             # once here (through the actor's copy).
-            if algo._target:
+            if settings.target_networks:
                 target_params = [self.lagged.of(m) for m in modules]
             else:  # no target networks: the online ones
                 target_params = [self.params_of(self.params, m) for m in modules]
@@ -402,11 +409,12 @@ class DiscreteCRRStep(_DiscreteStep):
             critic_loss = 0.5 * F.mse_loss(qa, target)
             log_pmf, probs = _categorical(logits)
             advantage = qa - (q * probs).sum(-1, keepdim=True)
-            mode = algo._policy_improvement_mode
+            mode = settings.policy_improvement_mode
             if mode == "binary":
                 coef: Tensor | float = (advantage > 0).float()
             elif mode == "exp":
-                coef = (advantage / algo._beta).exp().clamp(0, algo._ratio_upper_bound)  # sic
+                ratio = (advantage / settings.beta).exp()
+                coef = ratio.clamp(0, settings.ratio_upper_bound)  # sic
             else:
                 coef = 1.0
             log_prob = log_pmf.gather(-1, act[:, None]).squeeze(-1)  # (B,)
@@ -415,7 +423,7 @@ class DiscreteCRRStep(_DiscreteStep):
                 min_q_loss = (q.logsumexp(1) - qa.squeeze(1)).mean()
             else:
                 min_q_loss = (q.logsumexp(1) - qa).mean()  # (B,) - (B, 1) -> (B, B)
-            loss = actor_loss + critic_loss + algo._min_q_weight * min_q_loss
+            loss = actor_loss + critic_loss + settings.min_q_weight * min_q_loss
             return loss, (actor_loss, critic_loss, min_q_loss)
 
         grads, (loss, aux) = grad_and_value(loss_fn, has_aux=True)(self.params)

@@ -7,6 +7,7 @@ import torch
 from tianshou.algorithm.algorithm_base import Algorithm
 from tianshou.data import ReplayBuffer
 
+from tianshou_offline import tianshou_adapter
 from tianshou_offline.updates.core import DeviceDataset, FastUpdate, FunctionalStep
 from tianshou_offline.updates.discrete import FrameStackDataset
 
@@ -53,6 +54,6 @@ def device_dataset(
     """The buffer's transitions on the device; frame-stacking buffers (Atari) as frames plus
     index tables (discrete.FrameStackDataset), so each frame is stored once."""
 
-    if buffer.stack_num > 1 or not buffer._save_obs_next:
+    if buffer.stack_num > 1 or not tianshou_adapter.stores_obs_next(buffer):
         return FrameStackDataset(buffer, device)
     return DeviceDataset(buffer, device)
