@@ -15,6 +15,12 @@ and script, and writes
 * ``<family>_<dataset>.png``: the evaluations during training, mean over seeds with a band of
   ± one standard deviation, one line per script.
 
+Runs of one script on one dataset that differ in an option of ``VARIANT_ARGS`` (``--norm-obs``)
+are separate rows, labelled with that option ("d4rl_td3_bc --norm-obs 0"). ``--references FILE``
+adds published figures as columns, per dataset level and script (``load_references``), and
+``--keep-runs`` copies each run's ``summary.json`` (with its update speed) below ``--out``, so
+that the tables and plots can be made again from committed files without the runs' logs.
+
 The standard deviation is the SAMPLE standard deviation over seeds (n - 1 in the denominator,
 ``numpy.std(ddof=1)``); with one seed there is none and only the mean is shown.
 """
@@ -35,6 +41,9 @@ from tianshou_offline.files import atomic_write, check_directory
 from tianshou_offline.run.summary import SUMMARY_NAME
 
 TABLE_NAME = "results.md"
+KEPT_RUNS_DIR = "runs"  # below --out: the summaries --keep-runs copies
+# options whose values make separate rows when the runs of one script on one dataset differ
+VARIANT_ARGS = ("norm_obs",)
 # TensorBoard scalars Tianshou's trainer logs once per epoch
 UPDATE_STEP_TAG = "info/update_step"  # gradient steps so far
 UPDATE_TIME_TAG = "info/timing/train_time_update"  # seconds spent in updates by this process
@@ -60,6 +69,7 @@ class Run:
     best: Evaluation
     history: list[dict[str, Any]]  # per epoch: gradient_step, return_mean, normalized_score
     updates_per_second: float | None
+    args: dict[str, Any]  # the script's parsed arguments
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,13 +104,15 @@ def read_summary(path: Path) -> Run:
             ),
             history=summary["history"],
             updates_per_second=None,
+            args=args,
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserInputError(
             f"{path} is not a summary written by the offline scripts ({type(err).__name__}: "
             f"{err}); remove it or rerun that run"
         ) from err
-    run.updates_per_second = read_update_speed(path.parent)
+    # measured from TensorBoard's events; a kept summary (no events) carries the measurement
+    run.updates_per_second = read_update_speed(path.parent) or summary.get("updates_per_second")
     return run
 
 
@@ -145,7 +157,38 @@ def load_runs(paths: list[Path] | list[str]) -> list[Run]:
             raise UserInputError(f"{path} does not exist: give a sweep or log directory")
         summaries += [path] if path.is_file() else sorted(path.rglob(SUMMARY_NAME))
     runs = [read_summary(p) for p in dict.fromkeys(summaries) if not _is_watch_summary(p)]
+    label_variants(runs)
     return sorted(runs, key=lambda r: (r.family, r.dataset, r.algorithm, r.seed))
+
+
+def label_variants(runs: list[Run]) -> None:
+    """Where the runs of one script on one dataset differ in an option of ``VARIANT_ARGS``,
+    add that option to each run's label: "d4rl_td3_bc --norm-obs 0" and "... --norm-obs 1"."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.family, run.dataset, run.algorithm), []).append(run)
+    for members in groups.values():
+        for arg in VARIANT_ARGS:
+            if len({str(run.args.get(arg)) for run in members}) > 1:
+                for run in members:
+                    run.algorithm += f" --{arg.replace('_', '-')} {run.args.get(arg)}"
+
+
+def keep_runs(runs: list[Run], roots: list[Path], out_dir: Path) -> list[Path]:
+    """Copy each run's summary, with its update speed, to ``out_dir/runs/<its path below the
+    root it was found under>/summary.json``: what the tables and plots are made from."""
+    written = []
+    for run in runs:
+        directory = run.directory.resolve()
+        root = next(r for r in roots if directory == r or r in directory.parents)
+        summary = json.loads((directory / SUMMARY_NAME).read_text())
+        summary["updates_per_second"] = run.updates_per_second
+        path = out_dir / KEPT_RUNS_DIR / directory.relative_to(root) / SUMMARY_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        written.append(path)
+    return written
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,22 +237,78 @@ def _format_steps(runs: list[Run]) -> str:
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
 
 
+def dataset_level(dataset: str) -> str:
+    """The D4RL dataset level a data name stands for, the key of the references:
+    "hopper-made-medium-replay-100k" and "hopper-medium-replay-v2" -> "hopper-medium-replay"."""
+    name = dataset.lower().replace("-made-", "-")
+    return re.sub(r"-(v\d+|\d+(\.\d+)?[km]?)$", "", name)
+
+
+@dataclass
+class ReferenceColumn:
+    """Published figures for the same dataset level and script, as a column of the tables."""
+
+    label: str
+    kind: str  # "return": a raw return, shown with its normalized score; "score": normalized
+    values: dict[tuple[str, str], float]  # (dataset level, script label) -> figure
+
+    def cell(self, group: Group) -> str | None:
+        value = self.values.get((dataset_level(group.dataset), group.algorithm))
+        if value is None:
+            return None
+        if self.kind == "score":
+            return f"{value:.1f}"
+        from tianshou_offline.data.d4rl import normalized_score
+
+        score = normalized_score(group.dataset, value)
+        return f"{value:.0f}" if score is None else f"{value:.0f} ({score:.1f})"
+
+
+def load_references(path: Path) -> list[ReferenceColumn]:
+    """``--references FILE``: JSON with ``columns`` (a list of {key, label, kind}) and
+    ``values`` ({dataset level: {script label: {column key: figure}}})."""
+    try:
+        spec = json.loads(Path(path).read_text())
+        columns = []
+        for column in spec["columns"]:
+            if column["kind"] not in ("return", "score"):
+                raise ValueError(f"column kind {column['kind']!r} is not 'return' or 'score'")
+            values = {
+                (level, script): float(figures[column["key"]])
+                for level, scripts in spec["values"].items()
+                for script, figures in scripts.items()
+                if column["key"] in figures
+            }
+            columns.append(ReferenceColumn(column["label"], column["kind"], values))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserInputError(
+            f"--references {path}: not a references file ({type(err).__name__}: {err}); see "
+            "load_references in tianshou_offline/results/aggregate.py for its layout"
+        ) from err
+    return columns
+
+
 def format_tables(
-    runs: list[Run], reference: dict[str, str] | None = None, reference_label: str = "reference"
+    runs: list[Run],
+    reference: dict[str, str] | None = None,
+    reference_label: str = "reference",
+    references: list[ReferenceColumn] | None = None,
 ) -> str:
-    """One Markdown table per family; ``reference`` adds a column of text per script."""
+    """One Markdown table per family; ``reference`` adds a column of text per script, each of
+    ``references`` a column of published figures where the family has any."""
     header = [
         "dataset", "script", "seeds", "gradient steps",
         "last return", "last normalized", "best return", "best normalized", "upd/s",
     ]  # fmt: skip
-    if reference:
-        header.append(reference_label)
     sections = []
     groups = group_runs(runs)
     for family in dict.fromkeys(g.family for g in groups):
-        lines = [f"#### {family}", "", "| " + " | ".join(header) + " |"]
-        lines.append("|" + "|".join(["---"] * 2 + ["--:"] * (len(header) - 2)) + "|")
-        for group in (g for g in groups if g.family == family):
+        members = [g for g in groups if g.family == family]
+        columns = [c for c in references or [] if any(c.cell(g) for g in members)]
+        extra = ([reference_label] if reference else []) + [c.label for c in columns]
+        lines = [f"#### {family}", "", "| " + " | ".join(header + extra) + " |"]
+        lines.append("|" + "|".join(["---"] * 2 + ["--:"] * (len(header + extra) - 2)) + "|")
+        for group in members:
             speeds = [r.updates_per_second for r in group.runs]
             cells = [
                 group.dataset,
@@ -224,6 +323,7 @@ def format_tables(
             ]
             if reference:
                 cells.append(reference.get(group.algorithm, ""))
+            cells += [c.cell(group) or "" for c in columns]
             lines.append("| " + " | ".join(cells) + " |")
         sections.append("\n".join(lines))
     note = (
@@ -320,17 +420,34 @@ def main(argv: list[str] | None = None) -> None:
         help="SCRIPT=TEXT: an extra column, e.g. published numbers",
     )
     parser.add_argument("--reference-label", default="reference", help="its header")
+    parser.add_argument(
+        "--references", default=None, help="a JSON file of published figures per dataset level"
+    )
+    parser.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help=f"with --out: copy each run's {SUMMARY_NAME} to <out>/{KEPT_RUNS_DIR}/ (to commit)",
+    )
     args = parser.parse_args(argv)
     if args.out:  # a file in the way: say so before reading the runs
         check_directory(args.out, "--out")
+    if args.keep_runs and not args.out:
+        raise UserInputError("--keep-runs needs --out (the runs are kept below it)")
+    references = load_references(args.references) if args.references else None
 
     runs = load_runs(args.paths)
     if not runs:
         raise UserInputError(f"no {SUMMARY_NAME} below {' '.join(args.paths)}: no run has finished")
-    tables = format_tables(runs, parse_reference(args.reference), args.reference_label)
+    tables = format_tables(runs, parse_reference(args.reference), args.reference_label, references)
     print(tables)
     if args.out:
         out_dir = Path(args.out)
+        if args.keep_runs:
+            roots = [
+                p.resolve() if p.is_dir() else p.resolve().parent for p in map(Path, args.paths)
+            ]
+            kept = keep_runs(runs, roots, out_dir)
+            print(f"kept {len(kept)} run summaries in {out_dir / KEPT_RUNS_DIR}")
         with atomic_write(out_dir / TABLE_NAME) as tmp:
             tmp.write_text(tables)
         for path in plot_learning_curves(runs, out_dir):
