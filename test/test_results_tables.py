@@ -98,8 +98,8 @@ def test_kept_summaries_give_the_same_tables_without_the_logs(tmp_path):
     aggregate.main([str(sweep), "--out", str(out), "--keep-runs", "--references", str(REFERENCES)])
     kept = sorted(p.relative_to(out) for p in out.rglob("summary.json"))
     assert kept == [
-        Path("runs/halfcheetah-made-medium-1m/d4rl_il/seed0/summary.json"),
-        Path("runs/halfcheetah-made-medium-1m/d4rl_il/seed1/summary.json"),
+        Path("runs/sweep/halfcheetah-made-medium-1m/d4rl_il/seed0/summary.json"),
+        Path("runs/sweep/halfcheetah-made-medium-1m/d4rl_il/seed1/summary.json"),
     ]
     again = tmp_path / "again"
     aggregate.main([str(out / "runs"), "--out", str(again), "--references", str(REFERENCES)])
@@ -107,6 +107,10 @@ def test_kept_summaries_give_the_same_tables_without_the_logs(tmp_path):
     assert "| 4600.0 ± 141.4 |" in (out / "results.md").read_text()
     with pytest.raises(UserInputError, match="--keep-runs needs --out"):
         aggregate.main([str(sweep), "--keep-runs"])
+    # two sweeps of one folder name would overwrite each other's runs: refused
+    write_run(tmp_path / "other" / "sweep", "halfcheetah-made-medium-1m", "d4rl_il", 0, 1.0)
+    with pytest.raises(UserInputError, match="would both be kept as"):
+        aggregate.main([str(sweep), str(tmp_path / "other"), "--out", str(out), "--keep-runs"])
 
 
 COMMITTED = sorted(p.parent for p in RESULTS.glob(f"*/{aggregate.KEPT_RUNS_DIR}"))

@@ -20,6 +20,7 @@ are separate rows, labelled with that option ("d4rl_td3_bc --norm-obs 0"). ``--r
 adds published figures as columns, per dataset level and script (``load_references``), and
 ``--keep-runs`` copies each run's ``summary.json`` (with its update speed) below ``--out``, so
 that the tables and plots can be made again from committed files without the runs' logs.
+Runs of one sweep can serve several tables: name the dataset or script folders to aggregate.
 
 The standard deviation is the SAMPLE standard deviation over seeds (n - 1 in the denominator,
 ``numpy.std(ddof=1)``); with one seed there is none and only the mean is shown.
@@ -174,21 +175,26 @@ def label_variants(runs: list[Run]) -> None:
                     run.algorithm += f" --{arg.replace('_', '-')} {run.args.get(arg)}"
 
 
-def keep_runs(runs: list[Run], roots: list[Path], out_dir: Path) -> list[Path]:
-    """Copy each run's summary, with its update speed, to ``out_dir/runs/<its path below the
-    root it was found under>/summary.json``: what the tables and plots are made from."""
-    written = []
+def keep_runs(runs: list[Run], out_dir: Path) -> list[Path]:
+    """Copy each run's summary, with its update speed, to ``out_dir/runs/<sweep>/<dataset>/
+    <script>/<seed>/summary.json`` (the last four parts of the run's directory, which name it
+    in a sweep): what the tables and plots are made from again."""
+    kept: dict[Path, Path] = {}
     for run in runs:
         directory = run.directory.resolve()
-        root = next(r for r in roots if directory == r or r in directory.parents)
+        path = out_dir / KEPT_RUNS_DIR / Path(*directory.parts[-4:]) / SUMMARY_NAME
+        if path in kept and kept[path] != directory:
+            raise UserInputError(
+                f"--keep-runs: {kept[path]} and {directory} would both be kept as {path}; "
+                "give the sweeps different folder names"
+            )
+        kept[path] = directory
         summary = json.loads((directory / SUMMARY_NAME).read_text())
         summary["updates_per_second"] = run.updates_per_second
-        path = out_dir / KEPT_RUNS_DIR / directory.relative_to(root) / SUMMARY_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as tmp:
             tmp.write_text(json.dumps(summary, indent=1) + "\n")
-        written.append(path)
-    return written
+    return list(kept)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,10 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         out_dir = Path(args.out)
         if args.keep_runs:
-            roots = [
-                p.resolve() if p.is_dir() else p.resolve().parent for p in map(Path, args.paths)
-            ]
-            kept = keep_runs(runs, roots, out_dir)
+            kept = keep_runs(runs, out_dir)
             print(f"kept {len(kept)} run summaries in {out_dir / KEPT_RUNS_DIR}")
         with atomic_write(out_dir / TABLE_NAME) as tmp:
             tmp.write_text(tables)
