@@ -316,3 +316,34 @@ def test_make_reproduces_the_committed_checksums(task, tmp_path):
     # The checksum sees a change of one bit.
     replayed["rewards"][0] = np.nextafter(replayed["rewards"][0], np.float32(np.inf))
     assert tool.data_checksum(replayed) != expected["levels"]["medium-replay"]
+
+
+def test_a_log_cut_where_an_episode_ends_replays_without_the_next_seed():
+    """HalfCheetah's medium snapshot (40k env steps) falls where its 40th episode ends: the cut
+    log has no seed for an episode that never started, and replays to exactly those episodes."""
+    env = tool.make_env("Hopper-v5")
+    rng = np.random.default_rng(0)
+    log = tool.ActionLog.empty(act_dim=3, capacity=64)
+    for episode in range(2):  # two short episodes of random actions (Hopper falls within ~50)
+        log.episode_seeds.append(100 + episode)
+        env.reset(seed=log.episode_seeds[-1])
+        episode_return, done = 0.0, False
+        while not done:
+            action = rng.uniform(-1, 1, size=3).astype(np.float16)
+            log.append(action)
+            _, reward, terminated, truncated, _ = env.step(action.astype(np.float32))
+            episode_return += float(reward)
+            done = terminated or truncated
+        log.episode_lengths.append(log.num_steps - sum(log.episode_lengths))
+        log.episode_returns.append(episode_return)
+
+    cut = tool.ActionLog.from_arrays(log.to_arrays(upto=log.episode_lengths[0]))
+    assert cut.episode_seeds == [100]  # the second episode had not started at the cut
+    replay = tool.replay_action_log("Hopper-v5", cut)
+    assert len(replay.data["rewards"]) == log.episode_lengths[0] and replay.return_error == 0.0
+    assert replay.data["terminals"][-1] or replay.data["timeouts"][-1]
+    # a log whose actions go on past its last seed is still refused
+    broken = tool.ActionLog.from_arrays(log.to_arrays())
+    broken.episode_seeds = broken.episode_seeds[:1]
+    with pytest.raises(UserInputError, match="more episodes than seeds"):
+        tool.replay_action_log("Hopper-v5", broken)

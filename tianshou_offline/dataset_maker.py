@@ -419,6 +419,8 @@ def replay_action_log(
             episode += 1
             episode_return = 0.0
             recorders.append(EpisodeRecorder(full_precision))
+            if step + 1 == log.num_steps and episode == len(log.episode_seeds):
+                break  # a log cut where an episode ended (to_arrays(upto)): nothing follows
             if episode >= len(log.episode_seeds):
                 raise UserInputError("the action log is inconsistent: more episodes than seeds")
             obs, _ = env.reset(seed=log.episode_seeds[episode])
