@@ -16,7 +16,16 @@ from tianshou_offline import tianshou_adapter
 from tianshou_offline.updates.core import Batch, FunctionalStep
 
 # the transition fields a step reads, when the batch has them
-STEP_FIELDS = ("obs", "act", "rew", "terminated", "done", "obs_next", "calibration_returns")
+STEP_FIELDS = (
+    "obs",
+    "act",
+    "rew",
+    "terminated",
+    "done",
+    "obs_next",
+    "calibration_returns",
+    "act_next",
+)
 
 
 def batch_tensors(batch: TianshouBatch, device: torch.device) -> Batch:

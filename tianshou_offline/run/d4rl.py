@@ -11,6 +11,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import torch
 from tianshou.algorithm.algorithm_base import Algorithm
 from tianshou.data import Collector, ReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv, VectorEnvNormObs
@@ -83,6 +84,42 @@ def make_critic(spec: EnvSpec, hidden_sizes: list[int], device: str) -> Continuo
         state_shape=spec.obs_dim, action_shape=spec.act_dim, hidden_sizes=hidden_sizes, concat=True
     )
     return ContinuousCritic(preprocess_net=net).to(device)
+
+
+class ReBRACCritic(torch.nn.Module):
+    """Q(s, a) as ReBRAC's critic (Tarasov et al., 2023; CORL's rebrac.py ``Critic``): each hidden
+    layer Linear -> ReLU -> LayerNorm (``layer_norm=False``: without it), then a linear output;
+    initialised as ReBRAC's (the EDAC paper's): hidden biases 0.1, output weight and bias uniform
+    in +-3e-3 (PyTorch's default U(+-1/sqrt(fan_in)) hidden weights are ReBRAC's too)."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden_sizes: list[int], layer_norm: bool = True
+    ) -> None:
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        width = obs_dim + act_dim
+        for size in hidden_sizes:
+            layers += [torch.nn.Linear(width, size), torch.nn.ReLU()]
+            if layer_norm:
+                layers.append(torch.nn.LayerNorm(size))
+            width = size
+        self.net = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
+        init_like_rebrac(self, output_bound=3e-3)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, act], dim=-1))
+
+
+def init_like_rebrac(module: torch.nn.Module, output_bound: float) -> None:
+    """ReBRAC's initialisation of an MLP in place: every hidden Linear's bias 0.1, the last
+    Linear's weight and bias uniform in +-``output_bound`` (1e-3 for the actor, 3e-3 for the
+    critics in CORL's rebrac.py)."""
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for layer in linears[:-1]:
+            layer.bias.fill_(0.1)
+        linears[-1].weight.uniform_(-output_bound, output_bound)
+        linears[-1].bias.uniform_(-output_bound, output_bound)
 
 
 def load_dataset(

@@ -1,6 +1,6 @@
 """The continuous-control update steps (functional: torch.func over the algorithm's own
 tensors, Adam as tensor ops): behaviour cloning, BCQ, CQL (with the Lagrange multiplier and
-Cal-QL), TD3+BC, and the online SAC of the dataset maker. Each step is the maths of one
+Cal-QL), TD3+BC, IQL, ReBRAC, and the online SAC of the dataset maker. Each step is the maths of one
 algorithm's ``_update_with_batch``, for ``core.FastUpdate`` to run eagerly or compiled.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -571,3 +572,203 @@ class BehaviourCloningStep(FunctionalStep):
 
     def to_stats(self, values: list[float]) -> TrainingStats:
         return ImitationTrainingStats(loss=values[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# IQL and ReBRAC
+# ----------------------------------------------------------------------------------------------
+
+# IQL's bounds on the Gaussian actor's log standard deviation (CORL's iql.py LOG_STD_MIN/MAX)
+IQL_LOG_STD_MIN, IQL_LOG_STD_MAX = -20.0, 2.0
+
+
+@dataclass(kw_only=True)
+class IQLTrainingStats(TrainingStats):
+    actor_loss: float
+    critic1_loss: float
+    critic2_loss: float
+    value_loss: float
+    actor_lr: float
+
+
+def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
+    """IQL's value loss (Kostrikov et al., 2021, eq. 5): the mean of |tau - 1(u < 0)| u^2 over
+    u = Q(s, a) - V(s). With tau > 0.5 a positive residual weighs more than a negative one, so V
+    regresses towards an upper expectile of Q over the dataset's actions."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff.pow(2)).mean()
+
+
+def advantage_weights(advantage: Tensor, beta: float, max_weight: float) -> Tensor:
+    """IQL's (AWR's) actor weights exp(beta * A(s, a)), clipped at ``max_weight`` (100 in the
+    authors' code and CORL's EXP_ADV_MAX); constants of the actor loss."""
+    return torch.exp(beta * advantage.detach()).clamp(max=max_weight)
+
+
+def gaussian_nll(mean: Tensor, std: Tensor, act: Tensor) -> Tensor:
+    """-log N(act; mean, std) summed over the action dimensions, with IQL's bounds on the log
+    standard deviation (a bound, as in CORL's clamp, stops the gradient beyond it)."""
+    log_std = std.log().clamp(IQL_LOG_STD_MIN, IQL_LOG_STD_MAX)
+    z = (act - mean) * torch.exp(-log_std)
+    return (0.5 * z.pow(2) + log_std + _LOG_SQRT_2PI).sum(-1)
+
+
+def cosine_lr_factor(step: Tensor, total_steps: int) -> Tensor:
+    """The factor of the base learning rate at update ``step`` (from 0) of a cosine decay to 0
+    over ``total_steps`` updates: (1 + cos(pi * step / total_steps)) / 2, 0 after the end.
+    torch's CosineAnnealingLR(T_max=total_steps, eta_min=0) in closed form (CORL's iql.py), and
+    optax.cosine_decay_schedule (the IQL authors' code), which stays at 0 after the end."""
+    progress = torch.clamp(step / total_steps, max=1.0)
+    return 0.5 * (1.0 + torch.cos(math.pi * progress))
+
+
+class IQLStep(_ActorTwinCriticStep):
+    """IQL (Kostrikov et al., 2021), in the order of CORL's iql.py (ImplicitQLearning.train):
+
+    1. V(s) on the expectile loss of min(Q1', Q2')(s, a) - V(s) (the target critics at the
+       dataset's action: no action outside the data is ever evaluated);
+    2. both critics on r + gamma (1 - terminated) V(s'), V before its update, then the soft
+       update of the target critics;
+    3. the actor on advantage-weighted regression, weights exp(beta (Q'(s, a) - V(s)))
+       clipped at ``max_weight``: the Gaussian actor's negative log-likelihood of the dataset's
+       action, or the deterministic actor's squared error, with the learning rate of a cosine
+       decay over ``actor_lr_decay_steps`` updates.
+
+    The schedule's position is the actor optimizer's own step count, so a checkpoint (which holds
+    the optimizer's state) resumes it exactly. Rewards are multiplied by the algorithm's
+    ``reward_scale`` (IQL.process_buffer).
+    """
+
+    stat_names = ("actor_loss", "critic1_loss", "critic2_loss", "value_loss", "actor_lr")
+
+    def __init__(self, algorithm: Algorithm) -> None:
+        super().__init__(algorithm)  # type: ignore[arg-type]
+        self.value = algorithm.value
+        self.value_params = param_aliases(self.value)
+        self.value_optim = FunctionalAdam.of_wrapper(algorithm.value_optim)
+        self.deterministic = algorithm.deterministic_actor
+        # the actor's learning rate as a device tensor, set before each actor step from the
+        # optimizer's step count (a compiled step reads it without recompiling)
+        self.base_actor_lr = self.actor_optim.lr
+        self.actor_lr = torch.tensor(self.base_actor_lr, device=self.device)
+        self.actor_optim.lr = self.actor_lr  # type: ignore[assignment]
+
+    def behaviour_loss(self, params: Params, obs: Tensor, act: Tensor) -> Tensor:
+        """Per sample: the Gaussian actor's -log pi(a|s), or the deterministic actor's
+        ||pi(s) - a||^2 (CORL's iql.py, both summed over the action dimensions)."""
+        if self.deterministic:
+            return (_actor(self.actor, params, obs) - act).pow(2).sum(-1)
+        mean, std = _actor(self.actor, params, obs)
+        return gaussian_nll(mean, std, act)
+
+    def scheduled_actor_lr(self) -> Tensor:
+        steps = self.algo.actor_lr_decay_steps
+        if steps is None:
+            return self.actor_lr
+        factor = cosine_lr_factor(self.actor_optim.steps[0], steps)
+        self.actor_lr.copy_(self.base_actor_lr * factor)
+        return self.actor_lr
+
+    def __call__(self, batch: Batch, variant: object) -> Tensor:
+        algo = self.algo
+        obs, act = batch["obs"], batch["act"]
+
+        with torch.no_grad():
+            next_v = functional_call(self.value, self.value_params, (batch["obs_next"],))
+            target_q = self.min_q(obs, act, target=True).flatten()
+
+        def value_loss(params: Params) -> tuple[Tensor, Tensor]:
+            diff = target_q - functional_call(self.value, params, (obs,)).flatten()
+            return expectile_loss(diff, algo.expectile), diff.detach()
+
+        grads, (loss_value, advantage) = grad_and_value(value_loss, has_aux=True)(self.value_params)
+        self.value_optim.step(list(grads.values()))
+
+        not_terminal = 1.0 - batch["terminated"]
+        rew = batch["rew"] * algo.reward_scale
+        returns = rew + algo.gamma * not_terminal * next_v.flatten()
+        critic1_loss, critic2_loss = self.regress_critics(obs, act, returns)
+        self.lagged.soft_update(algo.tau)
+
+        weights = advantage_weights(advantage, algo.beta, algo.max_weight)
+
+        def actor_loss(params: Params) -> Tensor:
+            return (weights * self.behaviour_loss(params, obs, act)).mean()
+
+        grads, loss_actor = grad_and_value(actor_loss)(self.actor_params)
+        lr = self.scheduled_actor_lr()
+        self.actor_optim.step(list(grads.values()))
+        stats = [loss_actor, critic1_loss, critic2_loss, loss_value, lr]
+        return torch.stack([s.reshape(()) for s in stats]).detach()
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return IQLTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
+def rebrac_critic_target(
+    q_next: Tensor,
+    act_next: Tensor,
+    act_next_data: Tensor,
+    rew: Tensor,
+    terminated: Tensor,
+    gamma: float,
+    critic_bc_coef: float,
+) -> Tensor:
+    """ReBRAC's TD target (Tarasov et al., 2023, eq. 3; CORL's rebrac.py update_critic):
+    r + gamma (1 - terminated) (min Q'(s', a') - critic_bc_coef ||a' - a'_data||^2), where a' is
+    the smoothed target-actor action and a'_data the dataset's action at s'."""
+    penalty = (act_next - act_next_data).pow(2).sum(-1)
+    return rew + gamma * (1.0 - terminated) * (q_next - critic_bc_coef * penalty)
+
+
+def rebrac_actor_loss(
+    q: Tensor, act_pred: Tensor, act: Tensor, actor_bc_coef: float, normalize_q: bool
+) -> Tensor:
+    """ReBRAC's actor loss (eq. 2; CORL's rebrac.py update_actor): the mean of
+    actor_bc_coef ||pi(s) - a||^2 - lambda min Q(s, pi(s)), lambda = 1 / mean|min Q| (a constant)
+    with ``normalize_q``, else 1."""
+    bc = (act_pred - act).pow(2).sum(-1)
+    lmbda = 1.0 / q.abs().mean().detach() if normalize_q else 1.0
+    return (actor_bc_coef * bc - lmbda * q).mean()
+
+
+class ReBRACStep(TD3BCStep):
+    """ReBRAC (Tarasov et al., 2023): TD3+BC's update with ReBRAC's changes, as CORL's rebrac.py
+    (update_td3): the critics' target subtracts ``critic_bc_coef`` times the squared distance of
+    the smoothed next action to the dataset's next action (``act_next``, ReBRAC.process_buffer);
+    the delayed actor minimises ``actor_bc_coef`` times its squared distance to the dataset's
+    action minus the normalised min of both (just updated) critics; then the soft update of the
+    target actor and critics. The target action is clipped to the action bounds as in TD3BCStep.
+    """
+
+    def __call__(self, batch: Batch, update_actor: object) -> Tensor:
+        algo = self.algo
+        obs, act, obs_next = batch["obs"], batch["act"], batch["obs_next"]
+
+        with torch.no_grad():
+            act_next = self.target_action(obs_next)
+            q_next = self.min_q(obs_next, act_next, target=True).flatten()
+            returns = rebrac_critic_target(
+                q_next,
+                act_next,
+                batch["act_next"],
+                batch["rew"],
+                batch["terminated"],
+                algo.gamma,
+                algo.critic_bc_coef,
+            )
+
+        critic1_loss, critic2_loss = self.regress_critics(obs, act, returns)
+
+        if update_actor:
+
+            def actor_loss(params: Params) -> Tensor:
+                act_pred = _actor(self.actor, params, obs)
+                q = self.min_q(obs, act_pred, target=False).flatten()
+                return rebrac_actor_loss(q, act_pred, act, algo.actor_bc_coef, algo.normalize_q)
+
+            grads, loss = grad_and_value(actor_loss)(self.actor_params)
+            self.actor_optim.step(list(grads.values()))
+            self.lagged.soft_update(algo.tau)
+            self.last_actor_loss.copy_(loss.detach())
+        return torch.stack([self.last_actor_loss, critic1_loss, critic2_loss]).detach()

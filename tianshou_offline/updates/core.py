@@ -85,6 +85,12 @@ class DeviceDataset:
             self.tensors["calibration_returns"] = torch.as_tensor(
                 np.asarray(returns)[:size], device=self.device, dtype=torch.float32
             )
+        # ReBRAC: ReBRAC.process_buffer adds the dataset's action at each next state
+        act_next = getattr(buffer, "act_next", None)
+        if act_next is not None:
+            self.tensors["act_next"] = torch.as_tensor(
+                np.asarray(act_next)[:size], device=self.device, dtype=torch.float32
+            )
 
     def sample(self, batch_size: int) -> Batch:
         indices = torch.randint(self.size, (batch_size,), device=self.device)
