@@ -57,8 +57,12 @@ def random_policy_return(episodes: int = 5) -> float:
         ),
         # measured (seed 0, 3000 steps): final return 178. CQL's own settings (weight 10, no
         # multiplier, the corrected maths); faster actor and temperature rates than the script's
-        # (whose temperature starts at 1 and falls slowly) let it learn within the budget. The
-        # same run at 5000 steps had collapsed to 8: an open finding, see issue 15's notes.
+        # (whose temperature starts at 1 and falls slowly) let it learn within the budget. With
+        # these rates the returns swing from epoch to epoch (1000-step epochs, 10k steps: 112,
+        # 48, 178, 27, 8, 216, 6, 50, 9, 980; critic losses steady): no collapse, but 3000 is
+        # one good point of an unsteady curve. The script's rates (actor and temperature 1e-4)
+        # climb steadily but slowly (66, 100, 123, 166, 157, 146, 165, 139, 137, 152): below the
+        # threshold at 3000 steps.
         (
             d4rl_cql,
             ["--epoch-num-steps", "3000", "--hidden-sizes", "64", "64", "--batch-size", "128"]
