@@ -15,6 +15,7 @@ Tianshou is imported lazily (the Atari buffer tools start without it).
 
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,13 +33,20 @@ WRITTEN_FOR = "2.0.1"  # the Tianshou version whose private attributes this modu
 
 # Tianshou class (module.Class[.Nested]) -> the private names this package relies on
 PRIVATE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "tianshou.algorithm.algorithm_base.Algorithm": ("_preprocess_batch", "_update_with_batch"),
+    "tianshou.algorithm.algorithm_base.Algorithm": (
+        "_preprocess_batch",
+        "_update_with_batch",
+        "_create_optimizer",
+    ),
     "tianshou.algorithm.algorithm_base.Algorithm.Optimizer": (
         "_optim",
         "_module",
         "_max_grad_norm",
     ),
-    "tianshou.algorithm.algorithm_base.LaggedNetworkAlgorithmMixin": ("_lagged_networks",),
+    "tianshou.algorithm.algorithm_base.LaggedNetworkAlgorithmMixin": (
+        "_lagged_networks",
+        "_add_lagged_network",
+    ),
     "tianshou.utils.lagged_network.LaggedNetworkCollection": ("_lagged_network_pairs",),
     "tianshou.algorithm.modelfree.sac.AutoAlpha": ("_log_alpha", "_optim", "_target_entropy"),
     "tianshou.algorithm.modelfree.td3.TD3": ("_cnt", "_last"),
@@ -54,7 +62,13 @@ PRIVATE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "_ratio_upper_bound",
         "_min_q_weight",
     ),
-    "tianshou.data.ReplayBuffer": ("_save_obs_next", "_size", "_insertion_idx", "_random_state"),
+    "tianshou.data.ReplayBuffer": (
+        "_save_obs_next",
+        "_size",
+        "_insertion_idx",
+        "_random_state",
+        "_meta",
+    ),
     "tianshou.trainer.OfflineTrainer": (
         "_buffer",
         "_current_update_step",
@@ -243,9 +257,64 @@ def mark_filled(buffer: ReplayBuffer, size: int) -> None:
     buffer._insertion_idx = 0
 
 
+def set_buffer_column(buffer: ReplayBuffer, name: str, values: np.ndarray) -> None:
+    """Add (or replace) the stored column ``name`` of every transition (e.g. ReBRAC's next
+    dataset action); ``buffer[indices]`` then carries it."""
+    from tianshou.data import Batch
+
+    columns = {key: value for key, value in buffer._meta.__dict__.items() if key != name}
+    buffer._meta = Batch(**columns, **{name: values})
+
+
 def set_sampling_rng(buffer: ReplayBuffer, rng: np.random.RandomState) -> None:
     """The RNG the buffer samples its batches with (checkpointed by the caller)."""
     buffer._random_state = rng
+
+
+def replay_buffer_state(buffer: ReplayBuffer) -> dict[str, Any]:
+    """Everything a ``ReplayBuffer`` or ``VectorReplayBuffer`` holds, to pickle: its data and
+    the whole instance state of it and of each sub-buffer (fill level, insertion index, the
+    running episode's return, length and start, ``last_index``, the sampling RNGs).
+
+    Tianshou keeps the data in one ``Batch`` per buffer; a vector buffer's sub-buffers hold views
+    of the top buffer's. Those views are left out (pickling them would store every frame twice)
+    and are made again by ``restore_replay_buffer_state`` (through the public ``set_batch``).
+    The data is not copied: pickle the result before the buffer changes."""
+    from tianshou.data import Batch
+
+    def instance_state(buf: ReplayBuffer, with_data: bool) -> dict[str, Any]:
+        return {
+            key: value if isinstance(value, Batch) else copy.deepcopy(value)
+            for key, value in vars(buf).items()
+            if key != "buffers" and (with_data or not isinstance(value, Batch))
+        }
+
+    return {
+        "type": type(buffer).__name__,
+        "state": instance_state(buffer, with_data=True),
+        "sub_buffers": [instance_state(sub, False) for sub in getattr(buffer, "buffers", [])],
+    }
+
+
+def restore_replay_buffer_state(buffer: ReplayBuffer, saved: dict[str, Any]) -> None:
+    """Put ``replay_buffer_state``'s result back into ``buffer``, a buffer made with the same
+    class, size, number of sub-buffers and options."""
+    from tianshou.data import Batch
+
+    subs = list(getattr(buffer, "buffers", []))
+    if saved["type"] != type(buffer).__name__ or len(saved["sub_buffers"]) != len(subs):
+        raise ValueError(
+            f"saved {saved['type']} with {len(saved['sub_buffers'])} sub-buffers, not "
+            f"{type(buffer).__name__} with {len(subs)}"
+        )
+    if saved["state"]["maxsize"] != buffer.maxsize:
+        raise ValueError(f"saved buffer of size {saved['state']['maxsize']}, not {buffer.maxsize}")
+    (data,) = [value for value in saved["state"].values() if isinstance(value, Batch)]
+    for sub, state in zip(subs, saved["sub_buffers"], strict=True):
+        vars(sub).update(copy.deepcopy(state))
+    vars(buffer).update({k: v for k, v in saved["state"].items() if v is not data})
+    if len(data.get_keys()) > 0:  # an empty buffer has no arrays yet
+        buffer.set_batch(data)  # also gives the sub-buffers their views of it
 
 
 # ----------------------------------------------------------------------------------------------

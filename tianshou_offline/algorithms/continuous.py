@@ -8,7 +8,7 @@ class and implemented, each behind that one switch, in ``tianshou_offline.update
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +23,7 @@ from tianshou.algorithm.imitation.imitation_base import OfflineImitationLearning
 from tianshou.algorithm.modelfree.ddpg import ContinuousDeterministicPolicy
 from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
 from tianshou.algorithm.optim import OptimizerFactory
-from tianshou.data import Batch as TianshouBatch
 from tianshou.data import ReplayBuffer
-from tianshou.data.types import RolloutBatchProtocol
 from torch.distributions import Independent, Normal
 
 from tianshou_offline import tianshou_adapter
@@ -219,7 +217,7 @@ class ReBRAC(FunctionalUpdate, TianshouTD3BC):
     refused. The policy-delay counter is checkpointed.
     """
 
-    checkpointed_counters = ("_cnt", "_last")
+    checkpointed_counters = tianshou_adapter.TD3_COUNTERS
 
     def __init__(
         self,
@@ -251,6 +249,5 @@ class ReBRAC(FunctionalUpdate, TianshouTD3BC):
         continues = ~np.asarray(buffer.done[: size - 1], dtype=bool)
         rows = np.flatnonzero(continues)
         act_next[rows] = act[rows + 1]
-        meta = {k: v for k, v in buffer._meta.__dict__.items() if k != "act_next"}
-        buffer._meta = cast(RolloutBatchProtocol, TianshouBatch(**meta, act_next=act_next))
+        tianshou_adapter.set_buffer_column(buffer, "act_next", act_next)
         return buffer
