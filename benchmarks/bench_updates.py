@@ -56,7 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CONTINUOUS = ("bc", "bcq", "cql", "td3_bc")
+CONTINUOUS = ("bc", "bcq", "cql", "td3_bc", "iql", "rebrac")
 ATARI = ("atari_il", "atari_bcq", "atari_cql", "atari_crr")
 OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah
 NUM_ACTIONS = 6  # Pong
@@ -156,7 +156,16 @@ def atari_buffer(transitions: int, seed: int = 0):
 # The project path: the scripts' algorithm objects
 # ----------------------------------------------------------------------------------------------
 
-SCRIPTS = {"bc": "d4rl_il", "bcq": "d4rl_bcq", "cql": "d4rl_cql", "td3_bc": "d4rl_td3_bc"}
+SCRIPTS = {
+    "bc": "d4rl_il",
+    "bcq": "d4rl_bcq",
+    "cql": "d4rl_cql",
+    "td3_bc": "d4rl_td3_bc",
+    "iql": "d4rl_iql",
+    "rebrac": "d4rl_rebrac",
+}
+# full-size rows run at batch 256, except where the script's own default differs
+FULL_BATCH = {"rebrac": 1024}
 
 
 def load_script(name: str) -> types.ModuleType:
@@ -444,6 +453,140 @@ def plain_cql(data: TensorData, hidden: list[int], batch_size: int, args, action
         for opt in critic_opts:
             opt.step()
         polyak(target_critics, critics, args.tau)
+
+    return step
+
+
+def plain_iql(data: TensorData, hidden: list[int], batch_size: int, args, max_action: float):
+    """IQL (Kostrikov et al., 2021), as CORL's iql.py (ImplicitQLearning.train) trains it: V on
+    the expectile loss |tau - 1(u < 0)| u^2 of u = min Q'(s, a) - V(s) (target twins at the
+    dataset's action); the twin critics (one module, one optimizer, the mean of their squared
+    errors) on r + gamma (1 - d) V(s') with V before its update; the soft target update; the
+    actor on min(exp(beta u), 100) x -log pi(a|s) (a Gaussian with mean max_action tanh(.) and
+    a state-independent log-std in [-20, 2]) or x ||pi(s) - a||^2 (deterministic), with
+    torch's CosineAnnealingLR stepped after each actor step. The rewards are used as sampled
+    (the scripts' reward scale is one multiplication)."""
+    dev = data.device
+    actor = mlp(OBS_DIM, hidden, ACT_DIM).to(dev)
+    log_std = torch.zeros(ACT_DIM, device=dev, requires_grad=True)
+    qf = nn.ModuleList([mlp(OBS_DIM + ACT_DIM, hidden, 1) for _ in range(2)]).to(dev)
+    q_target = copy.deepcopy(qf).requires_grad_(False)
+    vf = mlp(OBS_DIM, hidden, 1).to(dev)
+    actor_params = list(actor.parameters())
+    if not args.deterministic_actor:
+        actor_params.append(log_std)
+    actor_opt = torch.optim.Adam(actor_params, lr=args.actor_lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        actor_opt, T_max=args.epoch * args.epoch_num_steps
+    )
+    q_opt = torch.optim.Adam(qf.parameters(), lr=args.critic_lr)
+    v_opt = torch.optim.Adam(vf.parameters(), lr=args.value_lr)
+
+    def step():
+        b = data.sample(batch_size)
+        obs, act = b["obs"], b["act"]
+        sa = torch.cat([obs, act], 1)
+        with torch.no_grad():
+            next_v = vf(b["obs_next"]).squeeze(-1)
+            target_q = torch.min(q_target[0](sa), q_target[1](sa)).squeeze(-1)
+        adv = target_q - vf(obs).squeeze(-1)
+        v_loss = (torch.abs(args.expectile - (adv < 0).float()) * adv**2).mean()
+        v_opt.zero_grad()
+        v_loss.backward()
+        v_opt.step()
+
+        targets = b["rew"] + (1.0 - b["terminated"]) * args.gamma * next_v
+        q_loss = sum(F.mse_loss(q(sa).squeeze(-1), targets) for q in qf) / 2
+        q_opt.zero_grad()
+        q_loss.backward()
+        q_opt.step()
+        polyak([q_target], [qf], args.tau)
+
+        exp_adv = torch.exp(args.beta * adv.detach()).clamp(max=args.max_weight)
+        mean = max_action * torch.tanh(actor(obs))
+        if args.deterministic_actor:
+            bc_losses = ((mean - act) ** 2).sum(1)
+        else:
+            std = log_std.clamp(-20.0, 2.0).exp()
+            bc_losses = -torch.distributions.Normal(mean, std).log_prob(act).sum(-1)
+        actor_loss = (exp_adv * bc_losses).mean()
+        actor_opt.zero_grad()
+        actor_loss.backward()
+        actor_opt.step()
+        schedule.step()
+
+    return step
+
+
+def ln_mlp(inp: int, hidden: list[int], out: int) -> nn.Sequential:
+    """ReBRAC's critic MLP: Linear -> ReLU -> LayerNorm per hidden layer."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(inp, h), nn.ReLU(), nn.LayerNorm(h)]
+        inp = h
+    return nn.Sequential(*layers, nn.Linear(inp, out))
+
+
+def plain_rebrac(
+    data: TensorData, done, hidden: list[int], batch_size: int, args, max_action: float
+):
+    """ReBRAC (Tarasov et al., 2023), as CORL's rebrac.py (update_td3) trains it, in PyTorch:
+    the twin LayerNorm critics (one module, one optimizer, the sum of their squared errors) on
+    r + gamma (1 - d) (min Q'(s', a') - critic_bc_coef ||a' - a'_data||^2), a' the target
+    actor's action plus clipped noise, clipped to the bounds, a'_data the dataset's next action
+    (the next row's within an episode, the row's own at an episode's end); every
+    ``policy_freq``-th update (from the first) the actor on the mean of
+    actor_bc_coef ||pi(s) - a||^2 - min Q(s, pi(s)) / mean|min Q|, then the soft target updates
+    of actor and critics (CORL's JAX code averages in the actor's parameters from before its
+    step; here after it, as TD3+BC)."""
+    dev = data.device
+    act = data.t["act"]
+    continues = torch.as_tensor(~np.asarray(done[: data.n - 1], dtype=bool), device=dev)
+    act_next = act.clone()
+    act_next[:-1][continues] = act[1:][continues]
+    actor = mlp(OBS_DIM, hidden, ACT_DIM).to(dev)
+    critic = nn.ModuleList([ln_mlp(OBS_DIM + ACT_DIM, hidden, 1) for _ in range(2)]).to(dev)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
+    total_it = [0]
+
+    def pi(net: nn.Module, state: torch.Tensor) -> torch.Tensor:
+        return max_action * torch.tanh(net(state))
+
+    def min_q(net: nn.ModuleList, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        sa = torch.cat([state, action], 1)
+        return torch.min(net[0](sa), net[1](sa)).squeeze(-1)
+
+    def step():
+        idx = torch.randint(data.n, (batch_size,), device=dev)
+        b = {k: v[idx] for k, v in data.t.items()}
+        state, action, next_state = b["obs"], b["act"], b["obs_next"]
+        with torch.no_grad():
+            noise = (torch.randn_like(action) * args.policy_noise).clamp(
+                -args.noise_clip, args.noise_clip
+            )
+            next_action = (pi(actor_target, next_state) + noise).clamp(-max_action, max_action)
+            penalty = ((next_action - act_next[idx]) ** 2).sum(-1)
+            next_q = min_q(critic_target, next_state, next_action) - args.critic_bc_coef * penalty
+            target_q = b["rew"] + (1.0 - b["terminated"]) * args.gamma * next_q
+        sa = torch.cat([state, action], 1)
+        critic_loss = sum(((c(sa).squeeze(-1) - target_q) ** 2).mean() for c in critic)
+        critic_opt.zero_grad()
+        critic_loss.backward()
+        critic_opt.step()
+        if total_it[0] % args.update_actor_freq == 0:
+            new_action = pi(actor, state)
+            with frozen(critic):
+                q = min_q(critic, state, new_action)
+            lmbda = 1.0 / q.abs().mean().detach()
+            bc = ((new_action - action) ** 2).sum(-1)
+            actor_loss = (args.actor_bc_coef * bc - lmbda * q).mean()
+            actor_opt.zero_grad()
+            actor_loss.backward()
+            actor_opt.step()
+            polyak([critic_target, actor_target], [critic, actor], args.tau)
+        total_it[0] += 1
 
     return step
 
@@ -826,7 +969,7 @@ def time_paths(
 
 def continuous_row(name, size, buffer, device, args) -> dict:
     hidden = [32, 32] if size == "tiny" else None
-    batch_size = 32 if size == "tiny" else 256
+    batch_size = 32 if size == "tiny" else FULL_BATCH.get(name, 256)
     argv = ["--device", str(device), "--batch-size", str(batch_size)]
     if hidden:
         argv += ["--hidden-sizes", *map(str, hidden)]
@@ -843,6 +986,10 @@ def continuous_row(name, size, buffer, device, args) -> dict:
         "td3_bc": lambda: plain_td3_bc(data, hidden, batch_size, script_args, spec.max_action),
         "cql": lambda: plain_cql(data, hidden, batch_size, script_args, spec.env.action_space),
         "bcq": lambda: plain_bcq(data, hidden, batch_size, script_args, spec.max_action),
+        "iql": lambda: plain_iql(data, hidden, batch_size, script_args, spec.max_action),
+        "rebrac": lambda: plain_rebrac(
+            data, buffer.done, hidden, batch_size, script_args, spec.max_action
+        ),
     }[name]()
 
     def rebuild():

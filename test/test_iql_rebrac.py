@@ -3,8 +3,9 @@ numbers, the steps on a hand-made batch against the same formulas computed from 
 the cosine schedule, the checkpoint (resume bit-identical, also after kill -9), compiled equals
 eager, and learning on the bundled dataset.
 
-The default run keeps to the fast cases (about 25 s on a 2-core CPU); compiling and the
-subprocess and learning runs are marked slow (``pytest -m slow test/test_iql_rebrac.py``).
+The default run keeps to the fast cases and IQL's learning run (38 s on a 2-core CPU);
+compiling, the kill -9 runs and ReBRAC's learning run are marked slow
+(``pytest -m slow test/test_iql_rebrac.py``: 4 min).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def test_rebrac_actor_loss_adds_the_actor_bc_penalty_to_the_normalised_q():
     act = torch.tensor([[0.0, 0.5], [1.0, 1.0]])  # squared distances 0.25 and 2
     loss = rebrac_actor_loss(q, act_pred, act, actor_bc_coef=0.1, normalize_q=True)
     expected = ((0.1 * 0.25 - 2.0 / 4) + (0.1 * 2.0 + 6.0 / 4)) / 2
-    assert float(loss) == pytest.approx(expected)
+    assert float(loss.detach()) == pytest.approx(expected)
     loss.backward()
     assert q.grad.tolist() == pytest.approx([-1 / 4 / 2, -1 / 4 / 2])  # lambda is a constant
     unnormalised = rebrac_actor_loss(q, act_pred, act, actor_bc_coef=0.1, normalize_q=False)
@@ -414,3 +415,68 @@ def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return torch.equal(a, b)
     return a == b
+
+
+# --- learning on the bundled dataset (Hopper medium, 50k transitions, mean return 1136.5) ---
+
+LEARNING = [
+    "--task",
+    "Hopper-v2",
+    "--expert-data-task",
+    str(BUNDLED),
+    "--seed",
+    "0",
+    "--test-num",
+    "5",
+    "--no-progress",
+    "--epoch",
+    "1",
+    "--device",
+    "cpu",
+    "--hidden-sizes",
+    "64",
+    "64",
+]
+
+
+def random_policy_return(episodes: int = 5) -> float:
+    import gymnasium as gym
+
+    env = gym.make("Hopper-v5")
+    env.action_space.seed(0)
+    returns = []
+    for episode in range(episodes):
+        env.reset(seed=episode)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+@pytest.mark.parametrize(
+    "name, extra, threshold",
+    [
+        # measured (seed 0, 1500 steps, 2-core AMD EPYC, torch 2.11 CPU): final return 824.2
+        # (31 s); with the script's actor rate 3e-4 IQL needs more steps than this budget
+        # (return 18 after 3000 steps at 3e-4: the cosine decay ends the actor's learning)
+        ("d4rl_iql", ["--epoch-num-steps", "1500", "--actor-lr", "1e-3"], 300.0),
+        # measured (seed 0, 2000 steps, batch 256): final return 709.9 with the actor's BC
+        # weight 1.0 (hopper-expert's critic weight 0.1); the paper's hopper-medium weights
+        # (0.01 / 0.01) return 93.8 after 2000 steps: the Q term needs a longer run
+        pytest.param(
+            "d4rl_rebrac",
+            ["--epoch-num-steps", "2000", "--batch-size", "256"]
+            + ["--actor-bc-coef", "1.0", "--critic-bc-coef", "0.1"],
+            300.0,
+            marks=pytest.mark.slow,
+        ),
+    ],
+    ids=["iql", "rebrac"],
+)
+def test_learns_far_above_a_random_policy(name, extra, threshold, tmp_path):
+    assert threshold > 3 * random_policy_return()  # "far above random" (random: about 17-45)
+    summary = load_script(name).main(LEARNING + extra + ["--logdir", str(tmp_path)])
+    assert summary["final"]["return_mean"] > threshold

@@ -52,6 +52,8 @@ SCRIPTS = {
     "d4rl_bcq": D4RL_DATA,
     "d4rl_cql": D4RL_DATA,
     "d4rl_td3_bc": D4RL_DATA,
+    "d4rl_iql": D4RL_DATA,
+    "d4rl_rebrac": D4RL_DATA,
     "atari_il": ATARI_DATA,
     "atari_bcq": ATARI_DATA,
     "atari_cql": ATARI_DATA,

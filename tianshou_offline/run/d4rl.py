@@ -1,4 +1,4 @@
-"""What the four ``d4rl_*.py`` scripts share beyond training: task arguments, the dataset,
+"""What the ``d4rl_*.py`` scripts share beyond training: task arguments, the dataset,
 evaluation environments with the same observation normalisation, and train-or-watch.
 """
 
