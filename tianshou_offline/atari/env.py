@@ -20,6 +20,8 @@ ships the game ROMs).
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 from typing import Any
 
 import ale_py
@@ -142,6 +144,108 @@ def make_gym_atari_env(
     return env
 
 
+class ResumableEnv(gym.Wrapper):
+    """The outermost wrapper of a training environment whose whole state can be saved and put
+    back, so that an interrupted online run continues with exactly the same games.
+
+    The state (``resume_state``, picklable) is the emulator's (``cloneState(include_rng=True)``:
+    RAM, CPU, frame counters and ALE's own RNG), the environment's ``np_random`` (the no-op
+    counts at reset), every attribute of every wrapper in between except its links and spaces
+    (the frame stack, the max-pooling buffer, lives, the step count of the time limit, ...) and
+    the last observation and info this wrapper returned. ``reset(options={RESTORE_OPTION:
+    states})`` puts ``states[index]`` back instead of resetting and returns that observation
+    and info, so a Tianshou collector continues from it (``restore_options``).
+    """
+
+    RESTORE_OPTION = "restore_state"
+    # attributes of a wrapper that are not state: links, spaces, constructor arguments
+    _NOT_STATE = frozenset(
+        {"env", "ale", "_saved_kwargs", "_action_space", "_observation_space", "_metadata"}
+        | {"_cached_spec", "_reward_range"}
+    )
+
+    def __init__(self, env: gym.Env, index: int) -> None:
+        super().__init__(env)
+        self.index = index  # which of the vector environment's states is this one's
+        self._last: tuple[Any, dict[str, Any]] | None = None
+
+    def _layers(self) -> list[gym.Env]:
+        layers, env = [], self.env
+        while isinstance(env, gym.Wrapper):
+            layers.append(env)
+            env = env.env
+        return layers
+
+    @property
+    def resume_state(self) -> dict[str, Any]:
+        unwrapped = self.env.unwrapped
+        return {
+            "layers": [
+                (
+                    type(layer).__name__,
+                    {
+                        key: copy.deepcopy(value)
+                        for key, value in vars(layer).items()
+                        if key not in self._NOT_STATE and not callable(value)
+                    },
+                )
+                for layer in self._layers()
+            ],
+            "ale": unwrapped.ale.cloneState(include_rng=True),
+            "np_random": copy.deepcopy(unwrapped.np_random),
+            "last": copy.deepcopy(self._last),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        layers = self._layers()
+        names = [type(layer).__name__ for layer in layers]
+        if names != [name for name, _ in state["layers"]]:
+            raise ValueError(f"saved environment state of wrappers {state['layers']}, not {names}")
+        for layer, (_, values) in zip(layers, state["layers"], strict=True):
+            vars(layer).update(copy.deepcopy(values))
+        unwrapped = self.env.unwrapped
+        unwrapped.ale.restoreState(state["ale"])
+        unwrapped.np_random = copy.deepcopy(state["np_random"])
+        self._last = copy.deepcopy(state["last"])
+        if self._last is None:
+            raise ValueError("the saved environment state is of an environment never reset")
+        return copy.deepcopy(self._last)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        if options and self.RESTORE_OPTION in options:
+            return self._restore(options[self.RESTORE_OPTION][self.index])
+        self._last = self.env.reset(seed=seed, options=options)
+        return self._last
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        result = self.env.step(action)
+        self._last = (result[0], result[4])
+        return result
+
+
+def vector_env_states(envs: BaseVectorEnv) -> list[dict[str, Any]]:
+    """``resume_state`` of each environment of a vector of ``ResumableEnv`` (in env order)."""
+    if isinstance(envs, DummyVectorEnv):  # its get_env_attr reads the unwrapped env
+        return [worker.env.resume_state for worker in envs.workers]
+    return list(envs.get_env_attr("resume_state"))
+
+
+def restore_options(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Reset arguments that put ``states`` (from ``vector_env_states``) back, e.g.
+    ``collector.reset_env(restore_options(states))``: the collector then continues from the
+    saved observations."""
+    return {"options": {ResumableEnv.RESTORE_OPTION: states}}
+
+
+def _make_resumable_env(
+    task: str, index: int, *, training: bool, max_episode_steps: int | None
+) -> gym.Env:
+    env = make_gym_atari_env(task, training=training, max_episode_steps=max_episode_steps)
+    return ResumableEnv(env, index)
+
+
 def _make_envpool(
     task: str, num_envs: int, seed: int, training: bool, max_episode_steps: int | None
 ) -> BaseVectorEnv:
@@ -168,17 +272,34 @@ def _make_envpool(
 
 
 def _make_vector_env(
-    task: str, num_envs: int, seed: int, training: bool, max_episode_steps: int | None
+    task: str,
+    num_envs: int,
+    seed: int,
+    training: bool,
+    max_episode_steps: int | None,
+    resumable: bool = False,
 ) -> BaseVectorEnv:
-    if envpool is not None:
+    if envpool is not None and not resumable:
         return _make_envpool(task, num_envs, seed, training, max_episode_steps)
 
     def make_one() -> gym.Env:
         return make_gym_atari_env(task, training=training, max_episode_steps=max_episode_steps)
 
+    env_fns = [make_one] * num_envs
+    if resumable:
+        env_fns = [
+            functools.partial(
+                _make_resumable_env,
+                task,
+                index,
+                training=training,
+                max_episode_steps=max_episode_steps,
+            )
+            for index in range(num_envs)
+        ]
     # One environment runs in this process; several run in subprocesses, in parallel.
     vector_env_class = DummyVectorEnv if num_envs == 1 else ShmemVectorEnv
-    envs = vector_env_class([make_one] * num_envs)
+    envs = vector_env_class(env_fns)
     envs.seed(seed)  # environment i gets seed + i
     return envs
 
@@ -190,18 +311,21 @@ def make_atari_env(
     test_num: int,
     *,
     max_episode_steps: int | None = None,
+    resumable_training: bool = False,
 ) -> tuple[gym.Env, BaseVectorEnv | None, BaseVectorEnv]:
     """Return (one environment for its spaces, training envs, test envs).
 
     ``training_num`` may be 0 (offline scripts): the training envs are then None. Test envs are
     seeded after the training envs, so no test game repeats a training game.
+    ``resumable_training``: training envs are ``ResumableEnv`` (gymnasium + ale-py even where
+    EnvPool is installed: EnvPool's state cannot be saved).
     """
     check_atari_task(task)
     if test_num < 1:
         raise UserInputError(f"--test-num must be at least 1 (got {test_num})")
     env = make_gym_atari_env(task, training=False)
     train_envs = (
-        _make_vector_env(task, training_num, seed, True, max_episode_steps)
+        _make_vector_env(task, training_num, seed, True, max_episode_steps, resumable_training)
         if training_num > 0
         else None
     )
