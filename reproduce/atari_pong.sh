@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Issue 17: the whole Pong chain, as in Tianshou's Atari offline examples: a QR-DQN expert trained
+# online -> 1M transitions of it playing with 20% random actions -> the 1e5 and 1e4 subsets ->
+# IL, BCQ, CQL, CRR and CRR w/ CQL offline, 5 epochs of 10,000 gradient steps each.
+#
+# Produces, below the repository root (PongNoFrameskip-v4 = $TASK):
+#   log/$TASK/qrdqn/expert-seed0/          the expert's run (checkpoints, curves, summary.json)
+#   log/$TASK/qrdqn/policy.pth             its best policy (copied there by atari_qrdqn.py)
+#   log/$TASK/qrdqn/expert.hdf5            1,000,000 recorded transitions (6.6 GiB)
+#   log/$TASK/qrdqn/expert.size_1e5.hdf5, expert.size_1e4.hdf5   their first 1e5 / 1e4
+#   log/results-pong/<dataset>/<script>/seed<k>/   IL and CQL (seeds 0 1 2), BCQ and CRR (seed
+#                                          0) on 1M; CQL on 1e5 (weight 10) and 1e4 (weight 1)
+#   log/results-pong-crr-cql/...           CRR w/ CQL (--min-q-weight 10) on 1M
+#
+# Cost on the CPU. MEASURED: 2-core AMD EPYC VM, one core (taskset -c 0, OMP_NUM_THREADS=1),
+# shared with other jobs (load average 8-11), 2026-12-04:
+#   atari_qrdqn.py --task PongNoFrameskip-v4 --device cpu --epoch 1 --epoch-num-steps 20000
+#   (otherwise the published settings: 10 training envs, batch 32, 0.1 updates per env step,
+#   100k buffer, 10 test games): 20,000 env steps and 2,000 updates in 238 s of training:
+#   84 env steps/s in all; collection alone 565 env steps/s, updates alone 12.5/s (80 ms each:
+#   the updates are 2/3 of the time); the two evaluations of 10 games of an untrained policy 34 s;
+#   two checkpoints (each writes the full 100k-slot buffer, 0.7 GB) 8 s; peak RSS 3.4 GB.
+#   atari_buffer.py subset: 1e5 rows 4.1 s, 1e4 rows 0.5 s (on a 120k-row file).
+# ESTIMATED from those rates (not run yet):
+#   1. expert: Pong reaches 20 after roughly 1-2M env steps (Tianshou's Pong agents: ~15 epochs
+#      of 100k), at ~100 env steps/s: 3-6 h, plus ~1 min of evaluation and checkpoints per
+#      epoch. It stops by itself at a test return of 20; interrupt it any time and rerun this
+#      file: it resumes exactly from the last checkpoint (every epoch and every 50k env steps).
+#   2. recording 1M transitions (eps 0.2, 10 test envs): at the collection rate, ~500 steps/s,
+#      about 35 min (the README measured 230 steps/s with --test-num 2: 72 min); needs ~8 GB.
+#   3. subsets: seconds.
+#   4. offline, 50k updates per run at the README's CPU rates (bench_updates, measured before
+#      the corrected CRR/CQL steps landed; --compile, on by default for 50k steps, may be
+#      faster): IL 18 upd/s -> 46 min, CQL ~10.6 -> 1.3 h, BCQ ~8 and CRR / CRR w/ CQL ~8 ->
+#      1.7 h, plus ~5 min for 6 evaluations of 10 games and ~30 s to load the 1M buffer.
+#      All 11 runs: ~15 core-hours, ~8 h with two runs at a time (each 1M run holds 7 GB: two
+#      need ~16 GB of RAM; NUM_CPUS=1 runs them one by one).
+#   Breakout (not in this file): Tianshou's 100 epochs of 100k env steps without an early stop,
+#   10M env steps, ~28 h of expert training at this rate on a CPU core: a GPU job.
+# No GPU cost is measured here yet (benchmarks/gpu_goals.sh has the QR-DQN env steps/s probe).
+#
+#   bash reproduce/atari_pong.sh        (from the repository root; rerun to continue)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export OMP_NUM_THREADS=1
+TASK=PongNoFrameskip-v4
+DATA=log/$TASK/qrdqn
+EXPERT_RUN=$DATA/expert-seed0
+
+# 1. the expert, with Tianshou's published settings (the script's defaults); resumed if stopped
+if [[ ! -f $EXPERT_RUN/summary.json ]]; then
+  if [[ -f $EXPERT_RUN/checkpoint.pth ]]; then
+    python examples/atari/atari_qrdqn.py --resume-path "$EXPERT_RUN"
+  else
+    python examples/atari/atari_qrdqn.py --task $TASK --seed 0 --run-dir "$EXPERT_RUN"
+  fi
+fi
+
+# 2. its play with 20% random actions: 1M transitions (prints the behaviour policy's return)
+if [[ ! -f $DATA/expert.hdf5 ]]; then
+  python examples/atari/atari_qrdqn.py --task $TASK --watch --resume-path "$EXPERT_RUN/policy.pth" \
+    --eps-test 0.2 --buffer-size 1000000 --save-buffer-name "$DATA/expert.hdf5"
+fi
+
+# 3. the first 1e5 and 1e4 transitions (Tianshou's 10% and 1% tables)
+for subset in 1e5:100000 1e4:10000; do
+  name=${subset%:*} size=${subset#*:}
+  if [[ ! -f $DATA/expert.size_$name.hdf5 ]]; then
+    python examples/atari/atari_buffer.py subset "$DATA/expert.hdf5" "$DATA/expert.size_$name.hdf5" \
+      --size "$size"
+  fi
+done
+
+# 4. offline: 5 epochs of 10,000 gradient steps, one run per core; finished runs are skipped
+#    and interrupted ones continued by sweep.py
+SWEEP=(--task $TASK --epoch 5 --num-cpus "${NUM_CPUS:-2}" --cpus-per-run 1)
+python examples/offline/sweep.py --scripts atari_il atari_cql --datasets "$DATA/expert.hdf5" \
+  --seeds 0 1 2 --sweep-dir log/results-pong "${SWEEP[@]}"
+python examples/offline/sweep.py --scripts atari_bcq atari_crr --datasets "$DATA/expert.hdf5" \
+  --seeds 0 --sweep-dir log/results-pong "${SWEEP[@]}"
+# CRR w/ CQL: the same script with the conservative penalty, in a sweep directory of its own
+python examples/offline/sweep.py --scripts atari_crr --datasets "$DATA/expert.hdf5" \
+  --seeds 0 --sweep-dir log/results-pong-crr-cql "${SWEEP[@]}" --min-q-weight 10
+# CQL on the subsets with Tianshou's weights: its default 10 on 1e5, 1 on 1e4
+python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.size_1e5.hdf5" \
+  --seeds 0 --sweep-dir log/results-pong "${SWEEP[@]}" --min-q-weight 10
+python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.size_1e4.hdf5" \
+  --seeds 0 --sweep-dir log/results-pong "${SWEEP[@]}" --min-q-weight 1
