@@ -26,13 +26,13 @@ PYTHON="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
 ALGOS="${ALGOS:-bc td3_bc iql rebrac bcq cql}"
 ATARI_ALGOS="${ATARI_ALGOS:-atari_cql atari_crr atari_il atari_bcq}"
-BENCH_LIMIT="${BENCH_LIMIT:-270}"
+BENCH_LIMIT="${BENCH_LIMIT:-250}"
 ATARI_LIMIT="${ATARI_LIMIT:-100}"
-E2E_LIMIT="${E2E_LIMIT:-100}"
+E2E_LIMIT="${E2E_LIMIT:-90}"
 E2E_EPOCHS="${E2E_EPOCHS:-3}"
 E2E_STEPS="${E2E_STEPS:-2000}"
-QRDQN_LIMIT="${QRDQN_LIMIT:-60}"
-QRDQN_STEPS="${QRDQN_STEPS:-20000}"
+QRDQN_LIMIT="${QRDQN_LIMIT:-90}"
+QRDQN_STEPS="${QRDQN_STEPS:-10000}"
 
 {
     date -u +"%Y-%m-%dT%H:%M:%SZ"
@@ -77,7 +77,7 @@ tail -3 "$OUT_DIR/e2e_cql.log"
 rm -f "$data"  # 100 MB: not worth bringing back
 
 part qrdqn "$QRDQN_LIMIT" "$PYTHON" examples/atari/atari_qrdqn.py --task PongNoFrameskip-v4 \
-    --epoch 1 --epoch-num-steps "$QRDQN_STEPS" --device "$DEVICE" \
+    --epoch 1 --epoch-num-steps "$QRDQN_STEPS" --test-num 2 --device "$DEVICE" \
     --logdir "$(realpath -m "$OUT_DIR/runs")"
 tail -3 "$OUT_DIR/qrdqn.log"
 find "$OUT_DIR" -name summary.json -exec grep -H '"train_seconds"' {} \;
