@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The three D4RL results tables of examples/offline/README.md on the project's own expert-level
+# data ("Results on the made data"), CPU protocol:
+#
+#   1. Tianshou's rows: IL, BCQ, CQL, TD3+BC on HalfCheetah medium and expert        (3 seeds)
+#   2. Tianshou's observation-normalisation table: TD3+BC --norm-obs 1 / 0 on HalfCheetah and
+#      Walker2d, medium and expert                                                       (3 seeds)
+#   3. CORL's rows: IL, TD3+BC, IQL, ReBRAC on Hopper and Walker2d medium, medium-replay and
+#      medium-expert; BCQ and CQL on the medium datasets                                 (2 seeds)
+#
+# Protocol (every row): 100,000 gradient steps (20 epochs x 5,000), batch 256, 10 evaluation
+# episodes after every epoch, --compile. Networks: the papers' for IL, TD3+BC and IQL (2 x 256)
+# and ReBRAC (3 x 256, LayerNorm critics; batch 256 instead of its 1024); BCQ and CQL 64 x 64
+# (BCQ's VAE 128 x 128): at their papers' sizes they run at 4-8 updates/s on one core of the
+# 2-core CPU (benchmarks/README.md), i.e. 3.5-7 h per 100k-step run.
+# One run per core (OMP_NUM_THREADS=1). Measured cost per run on the 2-core AMD EPYC: see the
+# upd/s column of each table (the sweep's run.log files hold the wall times).
+#
+# Produces, below the repository root:
+#   $D4RL_MADE_DIR (default ~/.d4rl/made)          the made datasets (make_d4rl_dataset.py make)
+#   log/tables/d4rl/<dataset>/<script>/seed<k>/       the runs with each script's own settings
+#   log/tables/d4rl-norm-obs-0/<dataset>/d4rl_td3_bc/ the --norm-obs 0 runs of table 2
+#   examples/offline/results/d4rl-{halfcheetah,obs-norm,corl}/
+#                                   each table's results.md, learning curves and kept summaries
+#
+# Runs in order of seeds (seed 0 of every table first), so a sweep stopped early leaves whole
+# tables with fewer seeds; rerunning skips finished runs and continues interrupted ones.
+#
+#   bash reproduce/d4rl_made_tables.sh            # everything (tens of CPU hours on 2 cores)
+#   SEEDS="0" bash reproduce/d4rl_made_tables.sh  # the first seed of every table
+#   TABLES_ONLY=1 bash reproduce/d4rl_made_tables.sh  # only the tables, from the runs so far
+#   SKIP_MAKE=1 ...                                   # the data is being made elsewhere
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export OMP_NUM_THREADS=1
+DATA="${D4RL_MADE_DIR:-$HOME/.d4rl/made}"
+SEEDS="${SEEDS:-0 1 2}"
+SWEEP=(python examples/offline/sweep.py --num-cpus 2 --cpus-per-run 1
+  --epoch 20 --epoch-num-steps 5000 --batch-size 256 --test-num 10 --compile)
+SMALL=(--hidden-sizes 64 64)
+
+made() { echo "$DATA/$1-made-$2"*.hdf5; }  # the one file of a task's level
+HALFCHEETAH=("$(made halfcheetah medium-1m)" "$(made halfcheetah expert)")
+# Walker2d's data comes from gymnasium's Walker2d-v5 model: evaluate on it (data/README.md)
+WALKER=("Walker2d-v5=$(made walker2d medium-1m)" "Walker2d-v5=$(made walker2d expert)")
+CORL_MEDIUM=("$(made hopper medium-1m)" "Walker2d-v5=$(made walker2d medium-1m)")
+CORL=("${CORL_MEDIUM[@]}" "$(made hopper medium-replay)" "$(made hopper medium-expert)"
+  "Walker2d-v5=$(made walker2d medium-replay)" "Walker2d-v5=$(made walker2d medium-expert)")
+
+if [ -z "${TABLES_ONLY:-}" ]; then
+  for task in halfcheetah walker2d hopper; do  # ~25 min per task on 2 cores, bit for bit
+    if [ -z "${SKIP_MAKE:-}" ] && ! ls "$DATA/$task-made-medium-expert-"*.hdf5 > /dev/null 2>&1; then
+      python examples/offline/make_d4rl_dataset.py make \
+        --snapshots "examples/offline/snapshots/$task" --workers 2 --out "$DATA"
+    fi
+  done
+  for seed in $SEEDS; do
+    run=("${SWEEP[@]}" --seeds "$seed" --sweep-dir log/tables/d4rl)
+    "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${HALFCHEETAH[@]}" "${WALKER[@]}"
+    "${SWEEP[@]}" --seeds "$seed" --sweep-dir log/tables/d4rl-norm-obs-0 --scripts d4rl_td3_bc \
+      --datasets "${HALFCHEETAH[@]}" "${WALKER[@]}" --norm-obs 0
+    "${run[@]}" --scripts d4rl_bcq --datasets "${HALFCHEETAH[@]}" "${SMALL[@]}" \
+      --vae-hidden-sizes 128 128
+    "${run[@]}" --scripts d4rl_cql --datasets "${HALFCHEETAH[@]}" "${SMALL[@]}"
+    if [ "$seed" -lt 2 ]; then  # table 3: two seeds
+      "${run[@]}" --scripts d4rl_il d4rl_td3_bc d4rl_iql d4rl_rebrac --datasets "${CORL[@]}"
+      "${run[@]}" --scripts d4rl_bcq --datasets "${CORL_MEDIUM[@]}" "${SMALL[@]}" \
+        --vae-hidden-sizes 128 128
+      "${run[@]}" --scripts d4rl_cql --datasets "${CORL_MEDIUM[@]}" "${SMALL[@]}"
+    fi
+  done
+fi
+
+# The tables: each from the runs it shows, their summaries kept next to it (to commit).
+RUNS=log/tables/d4rl
+RESULTS=examples/offline/results
+table() {  # table NAME RUN_FOLDER...: results.md, plots and kept runs of one table
+  local name=$1
+  shift
+  local present=()
+  for folder in "$@"; do [ -d "$folder" ] && present+=("$folder"); done
+  [ ${#present[@]} -gt 0 ] || return 0
+  rm -rf "${RESULTS:?}/$name/runs"
+  python examples/offline/aggregate_results.py "${present[@]}" --out "$RESULTS/$name" --keep-runs \
+    --references reproduce/d4rl_references.json
+}
+table d4rl-halfcheetah "$RUNS"/halfcheetah-made-{medium,expert}-1m
+# (a dataset given as TASK=FILE has its run folder named TASK_NAME)
+table d4rl-obs-norm "$RUNS"/{,Walker2d-v5_}{halfcheetah,walker2d}-made-{medium,expert}-1m/d4rl_td3_bc \
+  log/tables/d4rl-norm-obs-0
+table d4rl-corl "$RUNS"/hopper-made-* "$RUNS"/Walker2d-v5_walker2d-made-medium-*
