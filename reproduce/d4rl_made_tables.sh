@@ -10,7 +10,8 @@
 #
 # Protocol (every row): 100,000 gradient steps (20 epochs x 5,000), batch 256, 10 evaluation
 # episodes after every epoch, --compile. Networks: the papers' for IL, TD3+BC and IQL (2 x 256)
-# and ReBRAC (3 x 256, LayerNorm critics; batch 256 instead of its 1024); BCQ and CQL 64 x 64
+# and ReBRAC (3 x 256, LayerNorm critics, its per-dataset BC coefficients; batch 256 instead of
+# its 1024); BCQ and CQL 64 x 64
 # (BCQ's VAE 128 x 128): at their papers' sizes they run at 4-8 updates/s on one core of the
 # 2-core CPU (benchmarks/README.md), i.e. 3.5-7 h per 100k-step run.
 # One run per core (OMP_NUM_THREADS=1). Measured cost per run on the 2-core AMD EPYC: see the
@@ -47,6 +48,8 @@ WALKER=("Walker2d-v5=$(made walker2d medium-1m)" "Walker2d-v5=$(made walker2d ex
 CORL_MEDIUM=("$(made hopper medium-1m)" "Walker2d-v5=$(made walker2d medium-1m)")
 CORL=("${CORL_MEDIUM[@]}" "$(made hopper medium-replay)" "$(made hopper medium-expert)"
   "Walker2d-v5=$(made walker2d medium-replay)" "Walker2d-v5=$(made walker2d medium-expert)")
+REBRAC=("${CORL[0]} 0.01 0.01" "${CORL[1]} 0.05 0.1" "${CORL[2]} 0.05 0.5" "${CORL[3]} 0.1 0.01"
+  "${CORL[4]} 0.05 0.01" "${CORL[5]} 0.01 0.01")  # dataset, actor and critic BC coefficients
 
 if [ -z "${TABLES_ONLY:-}" ]; then
   for task in halfcheetah walker2d hopper; do  # ~25 min per task on 2 cores, bit for bit
@@ -64,7 +67,13 @@ if [ -z "${TABLES_ONLY:-}" ]; then
       --vae-hidden-sizes 128 128
     "${run[@]}" --scripts d4rl_cql --datasets "${HALFCHEETAH[@]}" "${SMALL[@]}"
     if [ "$seed" -lt 2 ]; then  # table 3: two seeds
-      "${run[@]}" --scripts d4rl_il d4rl_td3_bc d4rl_iql d4rl_rebrac --datasets "${CORL[@]}"
+      "${run[@]}" --scripts d4rl_il d4rl_td3_bc d4rl_iql --datasets "${CORL[@]}"
+      # ReBRAC with the paper's per-dataset BC coefficients (examples/offline/README.md)
+      for dataset_coefs in "${REBRAC[@]}"; do
+        read -r dataset actor_bc critic_bc <<< "$dataset_coefs"
+        "${run[@]}" --scripts d4rl_rebrac --datasets "$dataset" \
+          --actor-bc-coef "$actor_bc" --critic-bc-coef "$critic_bc"
+      done
       "${run[@]}" --scripts d4rl_bcq --datasets "${CORL_MEDIUM[@]}" "${SMALL[@]}" \
         --vae-hidden-sizes 128 128
       "${run[@]}" --scripts d4rl_cql --datasets "${CORL_MEDIUM[@]}" "${SMALL[@]}"
