@@ -78,8 +78,16 @@ def test_each_script_trains_checkpoints_and_summarises(script, extra, random_hop
         ("d4rl_td3_bc", ["--epoch-num-steps", "61"]),
         # the Lagrange multiplier, its optimizer and the temperature's must come back too
         ("d4rl_cql", ["--epoch-num-steps", "40", "--with-lagrange"]),
+        # IQL's cosine schedule position (the actor optimizer's step count), reward scale
+        pytest.param("d4rl_iql", ["--epoch-num-steps", "40"], marks=pytest.mark.slow),
+        # ReBRAC: the policy delay's phase with an odd number of steps per epoch
+        pytest.param(
+            "d4rl_rebrac",
+            ["--epoch-num-steps", "41", "--batch-size", "64"],
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["td3_bc", "cql_lagrange"],
+    ids=["td3_bc", "cql_lagrange", "iql", "rebrac"],
 )
 def test_resume_after_kill_finishes_the_same_run(name, extra, random_hopper, tmp_path):
     """Kill a run after its first checkpoint; --resume-path must end where an uninterrupted run

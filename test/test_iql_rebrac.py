@@ -1,22 +1,15 @@
 """IQL and ReBRAC (d4rl_iql.py, d4rl_rebrac.py): each loss against its formula on hand-made
 numbers, the steps on a hand-made batch against the same formulas computed from the networks,
-the cosine schedule, the checkpoint (resume bit-identical, also after kill -9), compiled equals
-eager, and learning on the bundled dataset.
+the cosine schedule, the checkpoint (resume bit-identical), and compiled equals eager (slow).
 
-The default run keeps to the fast cases and IQL's learning run (38 s on a 2-core CPU);
-compiling, the kill -9 runs and ReBRAC's learning run are marked slow
-(``pytest -m slow test/test_iql_rebrac.py``: 4 min).
+Their kill -9 resume cases are in test_d4rl_scripts.py and their learning cases in
+test_d4rl_learning.py, beside the other D4RL scripts'.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,9 +31,6 @@ from tianshou_offline.updates.continuous import (
 from tianshou_offline.updates.core import DeviceDataset
 from tianshou_offline.updates.select import make_fast_update
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-OFFLINE_DIR = REPO_ROOT / "examples" / "offline"
-BUNDLED = OFFLINE_DIR / "data/hopper-made-medium-50k.hdf5"
 TINY = ["--task", "Hopper-v2", "--hidden-sizes", "16", "16", "--device", "cpu"]
 
 
@@ -358,125 +348,3 @@ def test_compiled_step_matches_eager_step(name):
         results.append((fast, torch.stack(values)))
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-5)
     assert_same_state(results[0][0], results[1][0], atol=1e-5)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "name, extra",
-    [
-        ("d4rl_iql", ["--epoch-num-steps", "40"]),
-        # an odd number of steps per epoch: the resume keeps the policy delay's phase
-        ("d4rl_rebrac", ["--epoch-num-steps", "41", "--batch-size", "64"]),
-    ],
-    ids=["iql", "rebrac"],
-)
-def test_resume_after_kill_finishes_the_same_run(name, extra, random_hopper, tmp_path):
-    """As test_d4rl_scripts' case: kill -9 after the first checkpoint, resume, and end with the
-    uninterrupted run's parameters bit for bit, and its evaluations."""
-    script = load_script(name)
-    argv = [*TINY, "--test-num", "2", "--no-progress", "--expert-data-task", str(random_hopper)]
-    argv += ["--epoch", "3", "--seed", "3", *extra]
-    uninterrupted = script.main(argv + ["--logdir", str(tmp_path / "whole")])
-
-    logdir = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, str(OFFLINE_DIR / f"{name}.py"), *argv, "--logdir", str(logdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while not list(logdir.glob("*/*/*/checkpoint.pth")) and time.time() < deadline:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    (directory,) = [p for p in logdir.glob("*/*/*") if p.is_dir()]
-    assert torch.load(directory / "checkpoint.pth", weights_only=False)["epoch"] < 3
-
-    resumed = script.main(argv + ["--logdir", str(logdir), "--resume-path", str(directory)])
-    assert resumed["gradient_steps"] == uninterrupted["gradient_steps"] == 3 * int(extra[1])
-    whole = torch.load(Path(uninterrupted["log_path"]) / "policy_last.pth", weights_only=False)
-    after = torch.load(directory / "policy_last.pth", weights_only=False)
-    whole, after = whole["algorithm"], after["algorithm"]
-    assert whole.keys() == after.keys()
-    for key, value in whole.items():
-        if isinstance(value, torch.Tensor):
-            torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
-    assert _same(whole["_optimizers"], after["_optimizers"])
-    assert _same(whole["_extra_state"], after["_extra_state"])
-    assert resumed["final"]["returns"] == uninterrupted["final"]["returns"]
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    return a == b
-
-
-# --- learning on the bundled dataset (Hopper medium, 50k transitions, mean return 1136.5) ---
-
-LEARNING = [
-    "--task",
-    "Hopper-v2",
-    "--expert-data-task",
-    str(BUNDLED),
-    "--seed",
-    "0",
-    "--test-num",
-    "5",
-    "--no-progress",
-    "--epoch",
-    "1",
-    "--device",
-    "cpu",
-    "--hidden-sizes",
-    "64",
-    "64",
-]
-
-
-def random_policy_return(episodes: int = 5) -> float:
-    import gymnasium as gym
-
-    env = gym.make("Hopper-v5")
-    env.action_space.seed(0)
-    returns = []
-    for episode in range(episodes):
-        env.reset(seed=episode)
-        total, done = 0.0, False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return float(np.mean(returns))
-
-
-@pytest.mark.parametrize(
-    "name, extra, threshold",
-    [
-        # measured (seed 0, 1500 steps, 2-core AMD EPYC, torch 2.11 CPU): final return 824.2
-        # (31 s); with the script's actor rate 3e-4 IQL needs more steps than this budget
-        # (return 18 after 3000 steps at 3e-4: the cosine decay ends the actor's learning)
-        ("d4rl_iql", ["--epoch-num-steps", "1500", "--actor-lr", "1e-3"], 300.0),
-        # measured (seed 0, 2000 steps, batch 256): final return 709.9 with the actor's BC
-        # weight 1.0 (hopper-expert's critic weight 0.1); the paper's hopper-medium weights
-        # (0.01 / 0.01) return 93.8 after 2000 steps: the Q term needs a longer run
-        pytest.param(
-            "d4rl_rebrac",
-            ["--epoch-num-steps", "2000", "--batch-size", "256"]
-            + ["--actor-bc-coef", "1.0", "--critic-bc-coef", "0.1"],
-            300.0,
-            marks=pytest.mark.slow,
-        ),
-    ],
-    ids=["iql", "rebrac"],
-)
-def test_learns_far_above_a_random_policy(name, extra, threshold, tmp_path):
-    assert threshold > 3 * random_policy_return()  # "far above random" (random: about 17-45)
-    summary = load_script(name).main(LEARNING + extra + ["--logdir", str(tmp_path)])
-    assert summary["final"]["return_mean"] > threshold
