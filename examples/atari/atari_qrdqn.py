@@ -68,7 +68,13 @@ from tianshou_offline.files import atomic_write, check_writable, remove_stale_te
 from tianshou_offline.run.arguments import check_after_parsing
 from tianshou_offline.run.evaluation import SeededEvalCollector, seed_everything
 from tianshou_offline.run.summary import CHECKPOINT_NAME, LAST_POLICY_NAME, SUMMARY_NAME
-from tianshou_offline.run.training import load_policy, load_state, run_directory, save_state
+from tianshou_offline.run.training import (
+    json_args,
+    load_policy,
+    load_state,
+    run_directory,
+    save_state,
+)
 
 POLICY_NAME = "policy.pth"
 SCRIPT = "atari_qrdqn.py"  # what a policy file it loads must have been written by, if recorded
@@ -269,14 +275,6 @@ def reached_expert_level(task: str, mean_return: float) -> bool:
     return "Pong" in task and mean_return >= 20  # Pong's maximum is 21
 
 
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except TypeError:
-        return False
-
-
 class OnlineRun:
     """One training run: Tianshou's off-policy loop (collect ``--collection-step-num-env-steps``
     env steps, then ``--update-per-step`` gradient steps per env step; an evaluation after each
@@ -360,7 +358,7 @@ class OnlineRun:
             "best_return": self.best_return,
             "history": self.history,
             "seconds": self.seconds,
-            "args": {k: v for k, v in vars(self.args).items() if _jsonable(v)},
+            "args": json_args(self.args),
             "buffer_file": buffer_name,
             "env_states": vector_env_states(self.train_envs),
             "rng": {
@@ -587,7 +585,7 @@ class OnlineRun:
         best = max(self.history, key=lambda h: h["return_mean"])
         summary = {
             "script": SCRIPT,
-            "args": {k: v for k, v in vars(self.args).items() if _jsonable(v)},
+            "args": json_args(self.args),
             "log_path": str(self.log_path),
             "epochs": self.epoch,
             "env_steps": self.env_step,

@@ -591,7 +591,7 @@ class OfflineRun:
         print(line, flush=True)
         summary = {
             "script": Path(sys.argv[0]).name,
-            "args": {k: v for k, v in vars(self.args).items() if _jsonable(v)},
+            "args": json_args(self.args),
             "log_path": str(self.log_path),
             "gradient_steps": max(self.end_gradient_step, self.start_gradient_step),
             "train_seconds": round(self.train_seconds, 1),
@@ -640,9 +640,14 @@ def _cpu_copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except TypeError:
-        return False
+def json_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed arguments a summary or checkpoint records: those JSON can hold."""
+
+    def jsonable(value: Any) -> bool:
+        try:
+            json.dumps(value)
+            return True
+        except TypeError:
+            return False
+
+    return {key: value for key, value in vars(args).items() if jsonable(value)}
