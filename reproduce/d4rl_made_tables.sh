@@ -22,7 +22,8 @@
 #   log/tables/d4rl/<dataset>/<script>/seed<k>/       the runs with each script's own settings
 #   log/tables/d4rl-norm-obs-0/<dataset>/d4rl_td3_bc/ the --norm-obs 0 runs of table 2
 #   examples/offline/results/d4rl-{halfcheetah,obs-norm,corl}/
-#                                   each table's results.md, learning curves and kept summaries
+#                                   each table's results.md, learning curves and kept summaries,
+#                                   also put into examples/offline/README.md (--into)
 #
 # Runs in order of seeds (seed 0 of every table first), so a sweep stopped early leaves whole
 # tables with fewer seeds; rerunning skips finished runs and continues interrupted ones.
@@ -92,7 +93,7 @@ table() {  # table NAME RUN_FOLDER...: results.md, plots and kept runs of one ta
   [ ${#present[@]} -gt 0 ] || return 0
   rm -rf "${RESULTS:?}/$name/runs"
   python examples/offline/aggregate_results.py "${present[@]}" --out "$RESULTS/$name" --keep-runs \
-    --references reproduce/d4rl_references.json
+    --references reproduce/d4rl_references.json --into examples/offline/README.md
 }
 table d4rl-halfcheetah "$RUNS"/halfcheetah-made-{medium,expert}-1m
 # (a dataset given as TASK=FILE has its run folder named TASK_NAME)

@@ -105,6 +105,18 @@ def test_kept_summaries_give_the_same_tables_without_the_logs(tmp_path):
     aggregate.main([str(out / "runs"), "--out", str(again), "--references", str(REFERENCES)])
     assert (again / "results.md").read_text() == (out / "results.md").read_text()
     assert "| 4600.0 ± 141.4 |" in (out / "results.md").read_text()
+    # --into: the tables go between the document's markers, replacing an earlier version
+    readme = tmp_path / "README.md"
+    readme.write_text("# Results\n\n<!-- results/again -->\nold table\n\n## Next\n")
+    aggregate.main([str(out / "runs"), "--out", str(again), "--into", str(readme)])
+    aggregate.main([str(out / "runs"), "--out", str(again), "--into", str(readme)])
+    expected = (again / "results.md").read_text().rstrip()
+    assert readme.read_text() == (
+        f"# Results\n\n<!-- results/again -->\n{expected}\n<!-- end results/again -->\n"
+        "old table\n\n## Next\n"
+    )
+    with pytest.raises(UserInputError, match="no line '<!-- results/results -->'"):
+        aggregate.main([str(sweep), "--out", str(out), "--into", str(readme)])
     with pytest.raises(UserInputError, match="--keep-runs needs --out"):
         aggregate.main([str(sweep), "--keep-runs"])
     # two sweeps of one folder name would overwrite each other's runs: refused

@@ -405,6 +405,22 @@ def plot_learning_curves(runs: list[Run], out_dir: Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------
 
 
+def put_into(document: Path, name: str, tables: str) -> None:
+    """Put ``tables`` into a Markdown ``document`` between the lines ``<!-- name -->`` and
+    ``<!-- end name -->`` (the end line is added the first time)."""
+    begin, end = f"<!-- {name} -->", f"<!-- end {name} -->"
+    try:
+        text = document.read_text()
+    except OSError as err:
+        raise UserInputError(f"--into {document}: cannot read it ({err.strerror})") from err
+    if begin not in text:
+        raise UserInputError(f"--into {document}: no line '{begin}' to put the tables after")
+    before, rest = text.split(begin, 1)
+    after = rest.split(end, 1)[1] if end in rest else rest
+    with atomic_write(document) as tmp:
+        tmp.write_text(f"{before}{begin}\n{tables.rstrip()}\n{end}{after}")
+
+
 def parse_reference(items: list[str]) -> dict[str, str]:
     reference = {}
     for item in items:
@@ -430,6 +446,12 @@ def main(argv: list[str] | None = None) -> None:
         "--references", default=None, help="a JSON file of published figures per dataset level"
     )
     parser.add_argument(
+        "--into",
+        default=None,
+        help="with --out: also put the tables into this Markdown file, after its line "
+        "'<!-- results/<out folder name> -->' (replacing what an earlier call put there)",
+    )
+    parser.add_argument(
         "--keep-runs",
         action="store_true",
         help=f"with --out: copy each run's {SUMMARY_NAME} to <out>/{KEPT_RUNS_DIR}/ (to commit)",
@@ -437,8 +459,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.out:  # a file in the way: say so before reading the runs
         check_directory(args.out, "--out")
-    if args.keep_runs and not args.out:
-        raise UserInputError("--keep-runs needs --out (the runs are kept below it)")
+    for option in ("keep_runs", "into"):
+        if getattr(args, option) and not args.out:
+            raise UserInputError(f"--{option.replace('_', '-')} needs --out")
     references = load_references(args.references) if args.references else None
 
     runs = load_runs(args.paths)
@@ -456,3 +479,6 @@ def main(argv: list[str] | None = None) -> None:
         for path in plot_learning_curves(runs, out_dir):
             print(f"wrote {path}")
         print(f"wrote {out_dir / TABLE_NAME}")
+        if args.into:
+            put_into(Path(args.into), f"results/{out_dir.resolve().name}", tables)
+            print(f"put the tables into {args.into}")
