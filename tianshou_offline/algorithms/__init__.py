@@ -10,7 +10,7 @@ from tianshou_offline.algorithms.continuous import (
     ImitationLearning,
     ReBRAC,
 )
-from tianshou_offline.algorithms.discrete import DiscreteBCQ, DiscreteCQL, DiscreteCRR
+from tianshou_offline.algorithms.discrete import QRDQN, DiscreteBCQ, DiscreteCQL, DiscreteCRR
 
 __all__ = [
     "BCQ",
@@ -22,4 +22,5 @@ __all__ = [
     "DiscreteBCQ",
     "DiscreteCQL",
     "DiscreteCRR",
+    "QRDQN",
 ]

@@ -25,6 +25,8 @@ STEP_FIELDS = (
     "obs_next",
     "calibration_returns",
     "act_next",
+    "nstep_return",  # QR-DQN: updates.discrete.nstep_transitions
+    "nstep_discount",
 )
 
 

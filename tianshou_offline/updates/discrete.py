@@ -12,6 +12,11 @@ The steps follow Tianshou 2.0.1's ``_preprocess_batch`` + ``_update_with_batch``
 algorithm for 1-step returns (the scripts' default; ``--n-step`` > 1 keeps Tianshou's update),
 including the order of the hard target-network updates counted by the algorithm's own
 ``_iter``. test/test_fast_path_atari.py compares them with Tianshou's update.
+
+Online QR-DQN (examples/atari/atari_qrdqn.py) has a step too (``QRDQNStep``, n-step returns):
+its growing replay buffer is sampled on the host by Tianshou, ``nstep_transitions`` adds the
+n-step bookkeeping, and ``StagedBatches`` hands each batch to the compiled step
+(``updates.select.OnlineUpdate``); test/test_qrdqn_step.py compares it with Tianshou's QRDQN.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tianshou.algorithm import DiscreteBCQ, DiscreteCQL, DiscreteCRR
+from tianshou.algorithm import QRDQN, DiscreteBCQ, DiscreteCQL, DiscreteCRR
 from tianshou.algorithm.algorithm_base import Algorithm, TrainingStats
 from tianshou.algorithm.imitation.discrete_bcq import INF, DiscreteBCQTrainingStats
 from tianshou.algorithm.imitation.discrete_cql import DiscreteCQLTrainingStats
@@ -28,7 +33,9 @@ from tianshou.algorithm.imitation.imitation_base import (
     ImitationTrainingStats,
     OfflineImitationLearning,
 )
-from tianshou.data import ReplayBuffer
+from tianshou.algorithm.modelfree.reinforce import SimpleLossTrainingStats
+from tianshou.data import Batch as TianshouBatch
+from tianshou.data import PrioritizedReplayBuffer, ReplayBuffer
 from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
 from torch import Tensor
 from torch.func import functional_call, grad_and_value
@@ -432,3 +439,136 @@ class DiscreteCRRStep(_DiscreteStep):
 
     def to_stats(self, values: list[float]) -> TrainingStats:
         return DiscreteCRRTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Online QR-DQN (examples/atari/atari_qrdqn.py): n-step targets, the buffer sampled on the host
+# ----------------------------------------------------------------------------------------------
+
+
+def nstep_transitions(
+    batch: TianshouBatch, buffer: ReplayBuffer, indices: np.ndarray, gamma: float, n_step: int
+) -> TianshouBatch:
+    """The host-side part of Tianshou's ``compute_nstep_return`` (no network): each sampled
+    transition as an n-step one, for ``QRDQNStep``.
+
+    ``obs`` and ``act`` are the batch's; ``obs_next`` is s_{t+k}, the observation after the
+    last of the (up to) n steps, which the target networks evaluate; ``nstep_return`` is
+    sum_{i<k} gamma^i r_{t+i}; ``nstep_discount`` is gamma^k, or 0 where step t+k-1 terminated
+    the episode. k < n where the episode ended (terminated, truncated, or not yet finished in
+    the buffer) within the n steps; the return is then
+    ``nstep_return + nstep_discount * Z_target(s_{t+k})``, as Tianshou 2.0.1 computes it
+    (``Algorithm.compute_nstep_return`` and ``_nstep_return``, float64 here as there).
+    """
+    if isinstance(buffer, PrioritizedReplayBuffer):
+        raise NotImplementedError("the QR-DQN step has no priority weights")
+    steps = [indices]
+    for _ in range(n_step - 1):
+        steps.append(buffer.next(steps[-1]))
+    after = steps[-1]  # the n-th transition (earlier where the episode ended)
+    ended = buffer.done.copy()
+    ended[buffer.unfinished_index()] = True
+    discounts = np.cumprod(np.concatenate([[1.0], np.full(n_step, gamma)]))  # as Tianshou's
+    taken = np.full(len(indices), n_step)
+    rewards = np.zeros(len(indices))
+    for n in range(n_step - 1, -1, -1):
+        now = steps[n]
+        stop = ended[now] > 0
+        taken[stop] = n + 1
+        rewards[stop] = 0.0
+        rewards = buffer.rew[now] + gamma * rewards
+    bootstrap = ~buffer.terminated[after]  # Algorithm.value_mask
+    return TianshouBatch(
+        obs=batch.obs,
+        act=batch.act,
+        obs_next=buffer[after].obs_next,
+        nstep_return=rewards,
+        nstep_discount=discounts[taken] * bootstrap,
+    )
+
+
+class QRDQNStep(_DiscreteStep):
+    """QR-DQN (Dabney et al., 2018) as Tianshou 2.0.1's ``QRDQN``: quantile Huber loss
+    (kappa = 1) of the online quantiles at the taken action against the n-step target
+    ``nstep_return + nstep_discount * Z_target(s_{t+n}, a*)``, a* the online network's greedy
+    action at s_{t+n} (target network: the online one without); the target network is computed
+    from before this update's copy, copied every ``target_update_freq`` updates (counted by the
+    algorithm's ``_iter``); one Adam step. The batch comes from ``nstep_transitions``."""
+
+    stat_names = ("loss",)
+
+    def __init__(self, algorithm: QRDQN) -> None:
+        super().__init__(algorithm, algorithm.optim)
+        self.net = algorithm.policy.model
+        self.tau_hat = algorithm.tau_hat.detach()  # (1, num_quantiles, 1)
+
+    def variant(self) -> bool:
+        algo = self.algo
+        count = tianshou_adapter.target_copy_update_count(algo)
+        return algo.use_target_network and count % algo.target_update_freq == 0
+
+    def advance(self) -> None:
+        tianshou_adapter.advance_target_copy_update_count(self.algo)
+
+    def _quantiles(self, params: Params, obs: Tensor) -> Tensor:
+        return functional_call(self.net, params, (obs,))[0]  # (B, num_actions, num_quantiles)
+
+    def __call__(self, batch: Batch, refresh_target: object) -> Tensor:
+        algo = self.algo
+        obs, act = batch["obs"], batch["act"]
+        num_quantiles = self.tau_hat.shape[1]
+
+        def at_action(dist: Tensor, action: Tensor) -> Tensor:  # dist[arange(B), action, :]
+            return dist.gather(1, action[:, None, None].expand(-1, 1, num_quantiles)).squeeze(1)
+
+        # QRDQN._target_q and compute_nstep_return (before the update's target copy)
+        with torch.no_grad():
+            obs_next = batch["obs_next"]
+            next_dist = self._quantiles(self.params_of(self.params, self.net), obs_next)
+            act_next = next_dist.mean(2).argmax(dim=1)
+            if algo.use_target_network:
+                next_dist = self._quantiles(self.lagged.of(self.net), obs_next)
+            target = at_action(next_dist, act_next)  # (B, num_quantiles)
+            discount = batch["nstep_discount"].double()[:, None]
+            returns = (target.double() * discount + batch["nstep_return"].double()[:, None]).float()
+        if refresh_target:
+            self.lagged.copy_sources()
+
+        def loss_fn(params: Params) -> Tensor:
+            curr_dist = at_action(self._quantiles(self.params_of(params, self.net), obs), act)
+            curr_dist = curr_dist.unsqueeze(2)  # (B, N, 1)
+            target_dist = returns.unsqueeze(1)  # (B, 1, N)
+            dist_diff = F.smooth_l1_loss(target_dist, curr_dist, reduction="none")
+            below = (target_dist - curr_dist).detach().le(0.0).float()
+            huber_loss = (dist_diff * (self.tau_hat - below).abs()).sum(-1).mean(1)
+            return huber_loss.mean()  # no priority weights
+
+        grads, loss = grad_and_value(loss_fn)(self.params)
+        self._adam(grads)
+        return loss.detach().reshape(1)
+
+    def to_stats(self, values: list[float]) -> TrainingStats:
+        return SimpleLossTrainingStats(loss=values[0])
+
+
+class StagedBatches:
+    """The batches of an online replay buffer for a compiled step (a ``SampledDataset``):
+    Tianshou's buffer samples on the host, with its own checkpointed RNG, and ``stage`` copies
+    each batch into the same tensors on the device, which the compiled step (or its CUDA graph)
+    reads; ``sample`` hands them over."""
+
+    def __init__(self, device: str | torch.device) -> None:
+        self.device = torch.device(device)
+        self.tensors: Batch = {}
+
+    def stage(self, tensors: Batch) -> None:
+        if tensors.keys() != self.tensors.keys() or any(
+            t.shape != self.tensors[k].shape for k, t in tensors.items()
+        ):
+            self.tensors = {k: t.to(self.device, copy=True) for k, t in tensors.items()}
+            return
+        for key, tensor in tensors.items():
+            self.tensors[key].copy_(tensor, non_blocking=True)
+
+    def sample(self, batch_size: int) -> Batch:
+        return self.tensors

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import torch
-from tianshou.algorithm.algorithm_base import Algorithm
+from tianshou.algorithm.algorithm_base import Algorithm, TrainingStats
 from tianshou.data import ReplayBuffer
 
 from tianshou_offline import tianshou_adapter
 from tianshou_offline.updates.core import DeviceDataset, FastUpdate, FunctionalStep
-from tianshou_offline.updates.discrete import FrameStackDataset
+from tianshou_offline.updates.discrete import FrameStackDataset, StagedBatches
 
 
 def functional_step(algorithm: Algorithm, twin_ensemble: bool = False) -> FunctionalStep | None:
@@ -41,6 +41,10 @@ def make_fast_update(
         step = functional_step(algorithm, twin_ensemble)
         if step is None:
             return None
+        if hasattr(algorithm, "sample_step_batch"):
+            raise NotImplementedError(
+                f"{type(algorithm).__name__} samples its batches on the host (OnlineUpdate)"
+            )
         dataset = device_dataset(buffer, device)
     except NotImplementedError as err:
         print(f"--compile: {err}; using Tianshou's update")
@@ -57,3 +61,28 @@ def device_dataset(
     if buffer.stack_num > 1 or not tianshou_adapter.stores_obs_next(buffer):
         return FrameStackDataset(buffer, device)
     return DeviceDataset(buffer, device)
+
+
+class OnlineUpdate:
+    """``algorithm.update(buffer, sample_size)`` of an online loop (examples/atari/atari_qrdqn.py),
+    for an algorithm whose step takes host-sampled batches (``sample_step_batch``, e.g.
+    ``algorithms.QRDQN``): the step eagerly
+    (Tianshou's ``update``: sample, n-step bookkeeping, step), or compiled: the same sample
+    and bookkeeping on the host, the batch copied into fixed tensors on the device
+    (``StagedBatches``) and the compiled step run on them (``FastUpdate``, a CUDA graph on
+    CUDA). Both draw the same batches from the buffer's RNG, so a checkpoint resumes either."""
+
+    def __init__(self, algorithm: Algorithm, compile: bool) -> None:
+        self.algorithm = algorithm
+        self.fast: FastUpdate | None = None
+        self.staged: StagedBatches | None = None
+        step = algorithm.functional_step() if compile else None
+        if step is not None:
+            self.staged = StagedBatches(step.device)
+            self.fast = FastUpdate(algorithm, step, self.staged, compile=True)
+
+    def __call__(self, buffer: ReplayBuffer, batch_size: int) -> TrainingStats:
+        if self.fast is None or self.staged is None or self.fast.failed is not None:
+            return self.algorithm.update(sample_size=batch_size, buffer=buffer)
+        self.staged.stage(self.algorithm.sample_step_batch(buffer, batch_size))
+        return self.fast.update(buffer, batch_size)
