@@ -29,6 +29,12 @@ NumPy and torch, and the training games themselves (emulator, no-op RNG, frame s
 are saved; evaluations restart their games from the same seeds every time. The run's settings
 are taken from the checkpoint; ``--epoch`` may be raised to train on over several sittings.
 A ``--resume-path`` that is a policy file (no counters) only starts a new run from it.
+
+The update is Tianshou 2.0.1's QR-DQN maths written as one functional step
+(``tianshou_offline.algorithms.QRDQN``; test/test_qrdqn_step.py checks it against Tianshou's
+class). ``--compile`` compiles it (default on CUDA, and on the CPU for runs of at least
+10,000 gradient steps, where it pays back its compile time: benchmarks/README.md); batches are
+still sampled by the replay buffer on the host, so a checkpoint resumes either way.
 """
 
 from __future__ import annotations
@@ -43,7 +49,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tianshou.algorithm import QRDQN
 from tianshou.algorithm.algorithm_base import policy_within_training_step
 from tianshou.algorithm.modelfree.qrdqn import QRDQNPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
@@ -53,6 +58,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from tianshou_offline import tianshou_adapter
+from tianshou_offline.algorithms import QRDQN
 from tianshou_offline.atari.env import (
     FRAME_STACK,
     add_atari_env_args,
@@ -75,8 +81,11 @@ from tianshou_offline.run.training import (
     run_directory,
     save_state,
 )
+from tianshou_offline.updates.select import OnlineUpdate
 
 POLICY_NAME = "policy.pth"
+# --compile's default on the CPU: from this many gradient steps of a run on (see use_compile)
+COMPILE_PAYS_FROM_UPDATES = 10_000
 SCRIPT = "atari_qrdqn.py"  # what a policy file it loads must have been written by, if recorded
 BUFFER_FILE = "replay_buffer.{env_step}.pkl"  # the checkpoint names the one that belongs to it
 # The settings a resumed run takes from its checkpoint (giving another value is refused): they
@@ -159,6 +168,14 @@ def get_parser() -> argparse.ArgumentParser:
         default=50_000,
         help="env steps between checkpoints within an epoch (0: only after each epoch); a "
         "checkpoint writes the replay buffer, about 7 KB per transition",
+    )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the update step (torch.compile; --no-compile: the same step, eager). "
+        f"Default: on for CUDA; on the CPU for runs of at least {COMPILE_PAYS_FROM_UPDATES} "
+        "gradient steps (compiling takes about a minute there)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
@@ -247,8 +264,13 @@ def evaluate(algorithm: QRDQN, test_collector: Collector, test_num: int) -> np.n
     return returns
 
 
-def build_algorithm(args: argparse.Namespace, action_space: Any) -> QRDQN:
-    net = QuantileNet(NatureCNN(), int(action_space.n), args.num_quantiles).to(args.device)
+def build_algorithm(
+    args: argparse.Namespace, action_space: Any, feature_net: torch.nn.Module | None = None
+) -> QRDQN:
+    """QR-DQN on the Nature CNN (or ``feature_net``); its update is the functional step of
+    ``tianshou_offline.updates.discrete.QRDQNStep``, Tianshou 2.0.1's maths."""
+    feature_net = NatureCNN() if feature_net is None else feature_net
+    net = QuantileNet(feature_net, int(action_space.n), args.num_quantiles).to(args.device)
     policy = QRDQNPolicy(
         model=net,
         action_space=action_space,
@@ -263,6 +285,19 @@ def build_algorithm(args: argparse.Namespace, action_space: Any) -> QRDQN:
         n_step_return_horizon=args.n_step,
         target_update_freq=args.target_update_freq,
     ).to(args.device)
+
+
+def use_compile(args: argparse.Namespace) -> bool:
+    """--compile as given; by default on CUDA, and on the CPU for runs of at least
+    COMPILE_PAYS_FROM_UPDATES gradient steps (benchmarks/README.md: on one CPU core the
+    compiled step is faster than the eager one and pays back its compile time in a few
+    thousand updates)."""
+    if args.compile is not None:
+        return bool(args.compile)
+    if torch.device(args.device).type == "cuda":
+        return True
+    updates = args.epoch * args.epoch_num_steps * args.update_per_step
+    return updates >= COMPILE_PAYS_FROM_UPDATES
 
 
 def exploration_rate(args: argparse.Namespace, env_step: int) -> float:
@@ -478,6 +513,8 @@ class OnlineRun:
             dynamic_ncols=True,
         )
         started, timed_updates = time.time(), 0
+        # built after a restore (which replaces the tensors the step updates in place)
+        update = OnlineUpdate(self.algorithm, use_compile(args))
         with progress:
             while self.epoch < args.epoch and not self.stopped:
                 # --- one training step: collect, then update ----------------------------------
@@ -489,9 +526,7 @@ class OnlineRun:
                     tock = time.time()
                     updates = round(args.update_per_step * stats.n_collected_steps)
                     for _ in range(updates):
-                        result = self.algorithm.update(
-                            sample_size=args.batch_size, buffer=self.buffer
-                        )
+                        result = update(self.buffer, args.batch_size)
                         loss_sum += float(result.loss)
                         loss_count += 1
                     self.seconds["collect"] += tock - tick
