@@ -195,3 +195,15 @@ def test_compile_default() -> None:
     assert atari_qrdqn.use_compile(args())  # the published run, 1M updates
     # the test suite's short runs stay eager on the CPU
     assert not atari_qrdqn.use_compile(args("--epoch", "2", "--epoch-num-steps", "100"))
+
+
+@pytest.mark.slow  # three runs of the script, each compiling the step (2-4 min on one core)
+def test_a_killed_compiled_run_resumes_exactly(tmp_path, monkeypatch) -> None:
+    """test_qrdqn_resume's kill -9 case with --compile: the resumed run (given only
+    --resume-path) compiles again and ends in the uninterrupted compiled run's state."""
+    import test_qrdqn_resume
+
+    monkeypatch.setattr(test_qrdqn_resume, "RUN", [*test_qrdqn_resume.RUN, "--compile"])
+    test_qrdqn_resume.test_a_killed_run_resumes_at_the_same_step_and_ends_as_an_uninterrupted_one(
+        tmp_path
+    )

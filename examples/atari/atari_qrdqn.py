@@ -663,9 +663,12 @@ def settings_of_resumed_run(
     parser: argparse.ArgumentParser, argv: list[str] | None, saved: dict[str, Any]
 ) -> argparse.Namespace:
     """The command line again, with the checkpoint's settings as defaults (and its --epoch):
-    ``--resume-path DIR`` alone continues the run as it was started. A RUN_SETTINGS value
-    given that differs from the run's is refused."""
-    parser.set_defaults(**{k: saved[k] for k in (*RUN_SETTINGS, "epoch") if k in saved})
+    ``--resume-path DIR`` alone continues the run as it was started (--compile too: the
+    compiled and eager steps differ in float rounding, so an exact resume keeps the choice;
+    it may be changed, e.g. on moving to a GPU). A RUN_SETTINGS value given that differs from
+    the run's is refused."""
+    kept = (*RUN_SETTINGS, "epoch", "compile")
+    parser.set_defaults(**{k: saved[k] for k in kept if k in saved})
     args = parser.parse_args(argv)
     different = [k for k in RUN_SETTINGS if k in saved and getattr(args, k) != saved[k]]
     if different:
