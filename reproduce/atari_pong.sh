@@ -20,12 +20,19 @@
 #   84 env steps/s in all; collection alone 565 env steps/s, updates alone 12.5/s (80 ms each:
 #   the updates are 2/3 of the time); the two evaluations of 10 games of an untrained policy 34 s;
 #   two checkpoints (each writes the full 100k-slot buffer, 0.7 GB) 8 s; peak RSS 3.4 GB.
+#   That was Tianshou's own update. Its compiled functional step (atari_qrdqn.py --compile, the
+#   default for this run's 1M+ updates), same machine, load average 3-4, 2026-12-04, with
+#   --epoch-num-steps 10000 --test-num 2: 109.5 env steps/s in all (95.5 with --no-compile);
+#   per update in one process: Tianshou's 14.7/s, the step eager 13.2/s, compiled 19.4/s
+#   (compile 6-17 s); benchmarks/README.md ("Online QR-DQN's step on this CPU").
 #   atari_buffer.py subset: 1e5 rows 4.1 s, 1e4 rows 0.5 s (on a 120k-row file).
 # ESTIMATED from those rates (not run yet):
 #   1. expert: Pong reaches 20 after roughly 1-2M env steps (Tianshou's Pong agents: ~15 epochs
-#      of 100k), at ~100 env steps/s: 3-6 h, plus ~1 min of evaluation and checkpoints per
-#      epoch. It stops by itself at a test return of 20; interrupt it any time and rerun this
-#      file: it resumes exactly from the last checkpoint (every epoch and every 50k env steps).
+#      of 100k), at ~130-150 env steps/s with the compiled update (collection 14 ms + update
+#      52 ms per 10 env steps; ~100/s under heavy load): 2-4.5 h, plus ~1 min of evaluation and
+#      checkpoints per epoch. It stops by itself at a test return of 20; interrupt it any time
+#      and rerun this file: it resumes exactly from the last checkpoint (every epoch and every
+#      50k env steps).
 #   2. recording 1M transitions (eps 0.2, 10 test envs): at the collection rate, ~500 steps/s,
 #      about 35 min (the README measured 230 steps/s with --test-num 2: 72 min); needs ~8 GB.
 #   3. subsets: seconds.
@@ -36,7 +43,7 @@
 #      All 11 runs: ~15 core-hours, ~8 h with two runs at a time (each 1M run holds 7 GB: two
 #      need ~16 GB of RAM; NUM_CPUS=1 runs them one by one).
 #   Breakout (not in this file): Tianshou's 100 epochs of 100k env steps without an early stop,
-#   10M env steps, ~28 h of expert training at this rate on a CPU core: a GPU job.
+#   10M env steps, ~20 h of expert training at the compiled rate on a CPU core: a GPU job.
 # No GPU cost is measured here yet (benchmarks/gpu_goals.sh has the QR-DQN env steps/s probe).
 #
 #   bash reproduce/atari_pong.sh        (from the repository root; rerun to continue)
