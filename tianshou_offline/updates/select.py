@@ -70,7 +70,9 @@ class OnlineUpdate:
     (Tianshou's ``update``: sample, n-step bookkeeping, step), or compiled: the same sample
     and bookkeeping on the host, the batch copied into fixed tensors on the device
     (``StagedBatches``) and the compiled step run on them (``FastUpdate``, a CUDA graph on
-    CUDA). Both draw the same batches from the buffer's RNG, so a checkpoint resumes either."""
+    CUDA). Both draw the same batches from the buffer's RNG, so a checkpoint resumes either.
+    If compiling fails, Tianshou's ``update`` (the eager step) runs from then on, with one line
+    saying why; the batch staged for the failed call is dropped (one extra draw of the RNG)."""
 
     def __init__(self, algorithm: Algorithm, compile: bool) -> None:
         self.algorithm = algorithm
@@ -79,7 +81,12 @@ class OnlineUpdate:
         step = algorithm.functional_step() if compile else None
         if step is not None:
             self.staged = StagedBatches(step.device)
-            self.fast = FastUpdate(algorithm, step, self.staged, compile=True)
+            # on the CPU each update's loss is read at once (no cost there), so the loop logs
+            # the same losses as the eager step; on CUDA the mean of every 100 (one sync)
+            interval = 1 if step.device.type == "cpu" else 100
+            self.fast = FastUpdate(
+                algorithm, step, self.staged, compile=True, stats_interval=interval
+            )
 
     def __call__(self, buffer: ReplayBuffer, batch_size: int) -> TrainingStats:
         if self.fast is None or self.staged is None or self.fast.failed is not None:
