@@ -274,15 +274,12 @@ class DiscreteBCQStep(_DiscreteStep):
         return DiscreteBCQTrainingStats(**dict(zip(self.stat_names, values, strict=True)))
 
 
-class DiscreteCQLStep(_DiscreteStep):
-    """DiscreteCQL (QR-DQN + CQL penalty): quantile Huber loss against the target network's
-    quantiles at the online network's greedy next action, plus min_q_weight * (logsumexp Q -
-    Q(s, a)); the target network is copied every ``target_update_freq`` updates."""
+class _QuantileStep(_DiscreteStep):
+    """What QR-DQN and discrete CQL (QR-DQN + CQL penalty) share: the quantile network, its
+    target (Tianshou's ``QRDQN._target_q``), the quantile Huber loss and the target copy every
+    ``target_update_freq`` updates (counted by the algorithm's ``_iter``)."""
 
-    stat_names = ("loss", "qr_loss", "cql_loss")
-
-    def __init__(self, algorithm: DiscreteCQL) -> None:
-        _check_one_step(algorithm, algorithm.n_step)
+    def __init__(self, algorithm: QRDQN) -> None:
         super().__init__(algorithm, algorithm.optim)
         self.net = algorithm.policy.model
         self.tau_hat = algorithm.tau_hat.detach()  # (1, num_quantiles, 1)
@@ -298,34 +295,52 @@ class DiscreteCQLStep(_DiscreteStep):
     def _quantiles(self, params: Params, obs: Tensor) -> Tensor:
         return functional_call(self.net, params, (obs,))[0]  # (B, num_actions, num_quantiles)
 
+    def _at_action(self, dist: Tensor, action: Tensor) -> Tensor:  # dist[arange(B), action, :]
+        num_quantiles = self.tau_hat.shape[1]
+        return dist.gather(1, action[:, None, None].expand(-1, 1, num_quantiles)).squeeze(1)
+
+    def _next_quantiles(self, obs_next: Tensor) -> Tensor:
+        """Z(s', a*) of the target network (the online one without), a* the online network's
+        greedy action; from before this update's target copy. (B, num_quantiles)"""
+        next_dist = self._quantiles(self.params_of(self.params, self.net), obs_next)
+        act_next = next_dist.mean(2).argmax(dim=1)
+        if self.algo.use_target_network:
+            next_dist = self._quantiles(self.lagged.of(self.net), obs_next)
+        return self._at_action(next_dist, act_next)
+
+    def _quantile_huber_loss(self, curr_dist: Tensor, returns: Tensor) -> Tensor:
+        """Each sample's quantile Huber loss (kappa = 1) of its quantiles (B, N) at the taken
+        action against the target quantiles (B, N). (B,)"""
+        curr_dist, target_dist = curr_dist.unsqueeze(2), returns.unsqueeze(1)
+        dist_diff = F.smooth_l1_loss(target_dist, curr_dist, reduction="none")
+        below = (target_dist - curr_dist).detach().le(0.0).float()
+        return (dist_diff * (self.tau_hat - below).abs()).sum(-1).mean(1)
+
+
+class DiscreteCQLStep(_QuantileStep):
+    """DiscreteCQL (QR-DQN + CQL penalty): quantile Huber loss against the target network's
+    quantiles at the online network's greedy next action, plus min_q_weight * (logsumexp Q -
+    Q(s, a)); the target network is copied every ``target_update_freq`` updates."""
+
+    stat_names = ("loss", "qr_loss", "cql_loss")
+
+    def __init__(self, algorithm: DiscreteCQL) -> None:
+        _check_one_step(algorithm, algorithm.n_step)
+        super().__init__(algorithm)
+
     def __call__(self, batch: Batch, refresh_target: object) -> Tensor:
         algo = self.algo
         obs, act = batch["obs"], batch["act"]
-        num_quantiles = self.tau_hat.shape[1]
-
-        def at_action(dist: Tensor, action: Tensor) -> Tensor:  # dist[arange(B), action, :]
-            return dist.gather(1, action[:, None, None].expand(-1, 1, num_quantiles)).squeeze(1)
-
-        # QRDQN._target_q (before the update's target copy)
         with torch.no_grad():
-            obs_next = batch["obs_next"]
-            next_dist = self._quantiles(self.params_of(self.params, self.net), obs_next)
-            act_next = next_dist.mean(2).argmax(dim=1)
-            if algo.use_target_network:
-                next_dist = self._quantiles(self.lagged.of(self.net), obs_next)
-            target = at_action(next_dist, act_next)
+            target = self._next_quantiles(batch["obs_next"])
             returns = _one_step_return(batch["rew"], batch["terminated"], target, algo.gamma)
         if refresh_target:
             self.lagged.copy_sources()
 
         def loss_fn(params: Params) -> tuple[Tensor, tuple[Tensor, Tensor]]:
             all_dist = self._quantiles(self.params_of(params, self.net), obs)
-            curr_dist = at_action(all_dist, act).unsqueeze(2)
-            target_dist = returns.unsqueeze(1)
-            dist_diff = F.smooth_l1_loss(target_dist, curr_dist, reduction="none")
-            below = (target_dist - curr_dist).detach().le(0.0).float()
-            huber_loss = (dist_diff * (self.tau_hat - below).abs()).sum(-1).mean(1)
-            qr_loss = (huber_loss * 1.0).mean()  # no priority weights in offline data
+            # no priority weights in offline data
+            qr_loss = self._quantile_huber_loss(self._at_action(all_dist, act), returns).mean()
             q = all_dist.mean(2)
             min_q_loss = q.logsumexp(1).mean() - q.gather(1, act[:, None]).mean()
             return qr_loss + min_q_loss * algo.min_q_weight, (qr_loss, min_q_loss)
@@ -487,7 +502,7 @@ def nstep_transitions(
     )
 
 
-class QRDQNStep(_DiscreteStep):
+class QRDQNStep(_QuantileStep):
     """QR-DQN (Dabney et al., 2018) as Tianshou 2.0.1's ``QRDQN``: quantile Huber loss
     (kappa = 1) of the online quantiles at the taken action against the n-step target
     ``nstep_return + nstep_discount * Z_target(s_{t+n}, a*)``, a* the online network's greedy
@@ -497,51 +512,19 @@ class QRDQNStep(_DiscreteStep):
 
     stat_names = ("loss",)
 
-    def __init__(self, algorithm: QRDQN) -> None:
-        super().__init__(algorithm, algorithm.optim)
-        self.net = algorithm.policy.model
-        self.tau_hat = algorithm.tau_hat.detach()  # (1, num_quantiles, 1)
-
-    def variant(self) -> bool:
-        algo = self.algo
-        count = tianshou_adapter.target_copy_update_count(algo)
-        return algo.use_target_network and count % algo.target_update_freq == 0
-
-    def advance(self) -> None:
-        tianshou_adapter.advance_target_copy_update_count(self.algo)
-
-    def _quantiles(self, params: Params, obs: Tensor) -> Tensor:
-        return functional_call(self.net, params, (obs,))[0]  # (B, num_actions, num_quantiles)
-
     def __call__(self, batch: Batch, refresh_target: object) -> Tensor:
-        algo = self.algo
         obs, act = batch["obs"], batch["act"]
-        num_quantiles = self.tau_hat.shape[1]
-
-        def at_action(dist: Tensor, action: Tensor) -> Tensor:  # dist[arange(B), action, :]
-            return dist.gather(1, action[:, None, None].expand(-1, 1, num_quantiles)).squeeze(1)
-
         # QRDQN._target_q and compute_nstep_return (before the update's target copy)
         with torch.no_grad():
-            obs_next = batch["obs_next"]
-            next_dist = self._quantiles(self.params_of(self.params, self.net), obs_next)
-            act_next = next_dist.mean(2).argmax(dim=1)
-            if algo.use_target_network:
-                next_dist = self._quantiles(self.lagged.of(self.net), obs_next)
-            target = at_action(next_dist, act_next)  # (B, num_quantiles)
+            target = self._next_quantiles(batch["obs_next"])  # (B, num_quantiles)
             discount = batch["nstep_discount"].double()[:, None]
             returns = (target.double() * discount + batch["nstep_return"].double()[:, None]).float()
         if refresh_target:
             self.lagged.copy_sources()
 
         def loss_fn(params: Params) -> Tensor:
-            curr_dist = at_action(self._quantiles(self.params_of(params, self.net), obs), act)
-            curr_dist = curr_dist.unsqueeze(2)  # (B, N, 1)
-            target_dist = returns.unsqueeze(1)  # (B, 1, N)
-            dist_diff = F.smooth_l1_loss(target_dist, curr_dist, reduction="none")
-            below = (target_dist - curr_dist).detach().le(0.0).float()
-            huber_loss = (dist_diff * (self.tau_hat - below).abs()).sum(-1).mean(1)
-            return huber_loss.mean()  # no priority weights
+            curr_dist = self._at_action(self._quantiles(self.params_of(params, self.net), obs), act)
+            return self._quantile_huber_loss(curr_dist, returns).mean()  # no priority weights
 
         grads, loss = grad_and_value(loss_fn)(self.params)
         self._adam(grads)
