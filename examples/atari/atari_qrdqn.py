@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,12 @@ from tianshou_offline.data.atari_buffer import save_atari_buffer
 from tianshou_offline.errors import UserInputError, run_main
 from tianshou_offline.files import atomic_write, check_writable, remove_stale_temporary_files
 from tianshou_offline.run.arguments import check_after_parsing
-from tianshou_offline.run.evaluation import SeededEvalCollector, seed_everything
+from tianshou_offline.run.evaluation import (
+    SeededEvalCollector,
+    global_rng_state,
+    seed_everything,
+    set_global_rng_state,
+)
 from tianshou_offline.run.summary import CHECKPOINT_NAME, LAST_POLICY_NAME, SUMMARY_NAME
 from tianshou_offline.run.training import (
     json_args,
@@ -396,12 +400,7 @@ class OnlineRun:
             "args": json_args(self.args),
             "buffer_file": buffer_name,
             "env_states": vector_env_states(self.train_envs),
-            "rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "rng": global_rng_state(),
         }
         save_state(self.log_path / CHECKPOINT_NAME, payload)
         save_state(self.log_path / LAST_POLICY_NAME, self._policy_payload())
@@ -442,12 +441,7 @@ class OnlineRun:
             self.train_collector.reset_env(restore_options(payload["env_states"]))
         except ValueError as err:
             raise UserInputError(f"{path} does not fit this run: {err}") from err
-        rng = payload["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        set_global_rng_state(payload["rng"])
         self.resumed = True
         self.saved_at_env_step = self.env_step
         print(

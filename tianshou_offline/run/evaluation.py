@@ -22,6 +22,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def global_rng_state() -> dict[str, Any]:
+    """The process's random generators (Python, NumPy, torch, CUDA), for a checkpoint."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``global_rng_state`` saved (CUDA's where CUDA is there to take it)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 @dataclass(frozen=True)
 class EvalSetup:
     """How a test collector is made, as picklable builders (top-level functions, or

@@ -41,7 +41,6 @@ import contextlib
 import copy
 import datetime
 import json
-import random
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +61,7 @@ from tianshou_offline.errors import UserInputError
 from tianshou_offline.files import DirectoryLock, atomic_write, make_directory
 from tianshou_offline.run.arguments import check_after_parsing
 from tianshou_offline.run.background_eval import BackgroundEvaluator, EvalResult
+from tianshou_offline.run.evaluation import global_rng_state, set_global_rng_state
 from tianshou_offline.run.summary import (
     BEST_POLICY_NAME,
     CHECKPOINT_NAME,
@@ -382,13 +382,7 @@ class OfflineRun:
             best_return=self.best_return,
             history=self.history,
             pending_evaluations=[vars(pending) for pending in self._pending.values()],
-            rng={
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "buffer": self._buffer_rng.get_state(),
-            },
+            rng={**global_rng_state(), "buffer": self._buffer_rng.get_state()},
         )
         save_state(path, payload)
         save_state(self.log_path / LAST_POLICY_NAME, self._policy_payload())
@@ -423,13 +417,8 @@ class OfflineRun:
                 f"{path} holds {len(self._pending)} evaluation(s) that were still running in the "
                 f"background; resume it with --eval-in-background"
             )
-        rng = payload["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self._buffer_rng.set_state(rng["buffer"])
+        set_global_rng_state(payload["rng"])
+        self._buffer_rng.set_state(payload["rng"]["buffer"])
         print(
             f"resuming {path}: epoch {self.start_epoch}/{self.args.epoch}, "
             f"gradient step {self.start_gradient_step}"
