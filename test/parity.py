@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from tianshou.algorithm.algorithm_base import policy_within_training_step
 from tianshou.data import ReplayBuffer
+from tianshou.utils.net.common import ActionReprNetWithVectorOutput
+from torch import nn
 
 
 def tianshou_twin(algorithm):
@@ -73,3 +76,15 @@ def step_both_ways(plain, step, data, buffer: ReplayBuffer, *, steps: int, batch
         assert got.keys() == expected.keys()
         for key in expected:
             assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), (i, key)
+
+
+class TinyFrames(ActionReprNetWithVectorOutput):
+    """(B, 4, 10, 10) uint8 -> 64 features; scales pixels as NatureCNN does."""
+
+    def __init__(self) -> None:
+        super().__init__(64)
+        self.net = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2), nn.ReLU(), nn.Flatten())
+
+    def forward(self, obs: Any, state: Any = None, info: Any = None) -> tuple[torch.Tensor, Any]:
+        frames = torch.as_tensor(obs, device=next(self.parameters()).device)
+        return self.net(frames.float() / 255.0), state

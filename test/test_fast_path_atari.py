@@ -12,16 +12,15 @@ built by its script's ``build_algorithm``, takes the same steps as Tianshou's
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from example_scripts import load_script
-from parity import assert_same_state, step_both_ways, tianshou_twin
+from parity import TinyFrames, assert_same_state, step_both_ways, tianshou_twin
 from tianshou.data import Batch, ReplayBuffer
-from tianshou.utils.net.common import ActionReprNetWithVectorOutput, Net
+from tianshou.utils.net.common import Net
 from torch import nn
 
 from tianshou_offline.atari.networks import NatureCNN
@@ -46,18 +45,6 @@ CASES = {
     "crr_cql": (atari_crr, [*FREQ, "--min-q-weight", "10"]),
     "crr_binary": (atari_crr, [*FREQ, "--policy-improvement-mode", "binary"]),
 }
-
-
-class TinyFrames(ActionReprNetWithVectorOutput):
-    """(B, 4, 10, 10) uint8 -> 64 features; scales pixels as NatureCNN does."""
-
-    def __init__(self) -> None:
-        super().__init__(64)
-        self.net = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2), nn.ReLU(), nn.Flatten())
-
-    def forward(self, obs: Any, state: Any = None, info: Any = None) -> tuple[torch.Tensor, Any]:
-        frames = torch.as_tensor(obs, device=next(self.parameters()).device)
-        return self.net(frames.float() / 255.0), state
 
 
 def build(module, argv: list[str], feature_net: nn.Module | None = None):

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from example_scripts import load_script
-from parity import assert_same_state, tianshou_twin
+from parity import TinyFrames, assert_same_state, tianshou_twin
 from tianshou.algorithm.algorithm_base import policy_within_training_step
 from tianshou.data import Batch, VectorReplayBuffer
-from tianshou.utils.net.common import ActionReprNetWithVectorOutput
-from torch import nn
 
 from tianshou_offline.algorithms.base import batch_tensors
 from tianshou_offline.updates.core import FastUpdate
@@ -37,18 +34,6 @@ ARGS = [
     *("--device", "cpu", "--num-quantiles", "8", "--n-step", "3"),
     *("--target-update-freq", "2", "--lr", "1e-3"),
 ]
-
-
-class TinyFrames(ActionReprNetWithVectorOutput):
-    """(B, 4, 10, 10) uint8 -> 64 features; scales pixels as NatureCNN does."""
-
-    def __init__(self) -> None:
-        super().__init__(64)
-        self.net = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2), nn.ReLU(), nn.Flatten())
-
-    def forward(self, obs: Any, state: Any = None, info: Any = None) -> tuple[torch.Tensor, Any]:
-        frames = torch.as_tensor(obs, device=next(self.parameters()).device)
-        return self.net(frames.float() / 255.0), state
 
 
 def build(argv: list[str] = ARGS):
