@@ -110,10 +110,14 @@ def test_kept_summaries_give_the_same_tables_without_the_logs(tmp_path):
     readme.write_text("# Results\n\n<!-- results/again -->\nold table\n\n## Next\n")
     aggregate.main([str(out / "runs"), "--out", str(again), "--into", str(readme)])
     aggregate.main([str(out / "runs"), "--out", str(again), "--into", str(readme)])
-    expected = (again / "results.md").read_text().rstrip()
+    expected = (again / "results.md").read_text()
+    curves = (
+        "Learning curves (mean ± sample std over seeds): "
+        "[HalfCheetah_halfcheetah-made-medium-1m](again/HalfCheetah_halfcheetah-made-medium-1m.png)"
+    )
     assert readme.read_text() == (
-        f"# Results\n\n<!-- results/again -->\n{expected}\n<!-- end results/again -->\n"
-        "old table\n\n## Next\n"
+        f"# Results\n\n<!-- results/again -->\n{expected}\n{curves}\n"
+        "<!-- end results/again -->\nold table\n\n## Next\n"
     )
     with pytest.raises(UserInputError, match="no line '<!-- results/results -->'"):
         aggregate.main([str(sweep), "--out", str(out), "--into", str(readme)])

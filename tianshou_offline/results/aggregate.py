@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -476,9 +477,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"kept {len(kept)} run summaries in {out_dir / KEPT_RUNS_DIR}")
         with atomic_write(out_dir / TABLE_NAME) as tmp:
             tmp.write_text(tables)
-        for path in plot_learning_curves(runs, out_dir):
+        plots = plot_learning_curves(runs, out_dir)
+        for path in plots:
             print(f"wrote {path}")
         print(f"wrote {out_dir / TABLE_NAME}")
         if args.into:
-            put_into(Path(args.into), f"results/{out_dir.resolve().name}", tables)
+            document = Path(args.into)
+            links = ", ".join(
+                f"[{path.stem}]({os.path.relpath(path, document.resolve().parent)})"
+                for path in (p.resolve() for p in plots)
+            )
+            curves = f"\nLearning curves (mean ± sample std over seeds): {links}\n"
+            put_into(document, f"results/{out_dir.resolve().name}", tables + curves)
             print(f"put the tables into {args.into}")
