@@ -61,7 +61,8 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   done
   for seed in $SEEDS; do
     run=("${SWEEP[@]}" --seeds "$seed" --sweep-dir log/tables/d4rl)
-    "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${HALFCHEETAH[@]}" "${WALKER[@]}"
+    "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${HALFCHEETAH[@]}" "${WALKER[0]}"
+    "${run[@]}" --scripts d4rl_td3_bc --datasets "${WALKER[1]}"  # IL on Walker2d expert: no table
     "${SWEEP[@]}" --seeds "$seed" --sweep-dir log/tables/d4rl-norm-obs-0 --scripts d4rl_td3_bc \
       --datasets "${HALFCHEETAH[@]}" "${WALKER[@]}" --norm-obs 0
     "${run[@]}" --scripts d4rl_bcq --datasets "${HALFCHEETAH[@]}" "${SMALL[@]}" \
