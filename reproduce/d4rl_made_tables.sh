@@ -32,13 +32,14 @@
 #   SEEDS="0" bash reproduce/d4rl_made_tables.sh  # the first seed of every table
 #   TABLES_ONLY=1 bash reproduce/d4rl_made_tables.sh  # only the tables, from the runs so far
 #   SKIP_MAKE=1 ...                                   # the data is being made elsewhere
+#   NUM_CPUS=1 ...                                    # one run at a time (the other core is busy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export OMP_NUM_THREADS=1
 DATA="${D4RL_MADE_DIR:-$HOME/.d4rl/made}"
 SEEDS="${SEEDS:-0 1 2}"
-SWEEP=(python examples/offline/sweep.py --num-cpus 2 --cpus-per-run 1
+SWEEP=(python examples/offline/sweep.py --num-cpus "${NUM_CPUS:-2}" --cpus-per-run 1
   --epoch 20 --epoch-num-steps 5000 --batch-size 256 --test-num 10 --compile)
 SMALL=(--hidden-sizes 64 64)
 
