@@ -96,9 +96,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_qrdqn_trains_a_policy_and_records_a_buffer(workdir: Path) -> None:
-    # The policy is a complete QRDQN state for these networks.
-    algorithm_state = torch.load(workdir / EXPERT_DIR / "policy.pth", weights_only=False)
-    assert set(algorithm_state) == {"algorithm", "extra_state"}
+    # The best policy is the policy network alone (no target network or optimizer), with the
+    # task and script it belongs to.
+    policy_file = torch.load(workdir / EXPERT_DIR / "policy.pth", weights_only=False)
+    assert set(policy_file) == {"policy", "extra_state", "task", "script"}
+    assert policy_file["task"] == TASK and policy_file["script"] == "atari_qrdqn.py"
+    assert not any(name.startswith("model_old") for name in policy_file["policy"])
     assert len(list((workdir / EXPERT_DIR).glob("0-*/events.out.tfevents.*"))) == 1
 
     # The bare name expert.hdf5 went next to the policy; --buffer-size transitions in it.

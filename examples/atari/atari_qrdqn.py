@@ -485,9 +485,9 @@ class OnlineRun:
         self.writer.add_scalar("test/return_std", std, self.env_step)
         if mean > self.best_return:
             self.best_return = mean
-            # no task/script record here (test_atari_e2e pins these two keys); loading still
-            # refuses a policy file of another script or task that has one
-            payload = {"algorithm": self.algorithm.state_dict(), "extra_state": {}}
+            # the policy's network only (9 MB for Pong): the file to keep and share
+            payload = {"policy": self.algorithm.policy.state_dict(), "extra_state": {}}
+            payload.update(self._identity())
             save_state(self.log_path / POLICY_NAME, payload)
             save_state(self.expert_path, payload)
         self.stopped = reached_expert_level(self.args.task, mean)

@@ -204,8 +204,10 @@ def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str
         payload = torch.load(path, map_location=device, weights_only=False)
     except Exception as err:  # torch raises many types for a damaged file
         raise UserInputError(f"{path} is not a readable checkpoint ({err})") from err
-    if not isinstance(payload, dict) or "algorithm" not in payload:
-        raise UserInputError(f"{path} was not written by these scripts (no 'algorithm' entry)")
+    if not isinstance(payload, dict) or not ("algorithm" in payload or "policy" in payload):
+        raise UserInputError(
+            f"{path} was not written by these scripts (no 'algorithm' or 'policy' entry)"
+        )
     return payload
 
 
@@ -219,6 +221,9 @@ def load_policy(
 ) -> dict[str, Any]:
     """Load a policy/checkpoint file into ``algorithm``; return its ``extra_state``.
 
+    The file holds the whole algorithm (``"algorithm"``: networks, targets, optimizers) or only
+    its policy (``"policy"``, as atari_qrdqn.py's expert: half the size without the target
+    network, which the first update copies from the policy).
     ``task``, ``script``: refuse a file that records another task or script (files without the
     record, from before it was kept, are not checked)."""
     payload = load_state(path, device)
@@ -233,7 +238,10 @@ def load_policy(
             f"{path} was written by {saved_script}, not {script}: load it with {saved_script}"
         )
     try:
-        algorithm.load_state_dict(payload["algorithm"])
+        if "algorithm" in payload:
+            algorithm.load_state_dict(payload["algorithm"])
+        else:
+            algorithm.policy.load_state_dict(payload["policy"])
     except (RuntimeError, KeyError, ValueError) as err:
         raise UserInputError(
             f"{path} does not fit this script's networks (other task or sizes?): "
