@@ -11,6 +11,9 @@
 #   log/results-pong/<dataset>/<script>/seed<k>/   IL and CQL (seeds 0 1 2), BCQ and CRR (seed
 #                                          0) on 1M; CQL on 1e5 (weight 10) and 1e4 (weight 1)
 #   log/results-pong-crr-cql/...           CRR w/ CQL (--min-q-weight 10) on 1M
+#   examples/offline/results/atari-pong/   the table (results.md), learning curves, and the kept
+#                                          run summaries and buffers' returns (runs/) to commit;
+#                                          the table also goes into examples/offline/README.md
 #
 # Cost on the CPU. MEASURED: 2-core AMD EPYC VM, one core (taskset -c 0, OMP_NUM_THREADS=1),
 # shared with other jobs (load average 8-11), 2026-12-04:
@@ -35,7 +38,7 @@
 #      50k env steps).
 #   2. recording 1M transitions (eps 0.2, 10 test envs): at the collection rate, ~500 steps/s,
 #      about 35 min (the README measured 230 steps/s with --test-num 2: 72 min); needs ~8 GB.
-#   3. subsets: seconds.
+#   3. subsets: seconds.  5. the table: seconds (it reads only the buffers' rewards and flags).
 #   4. offline, 50k updates per run at the README's CPU rates (bench_updates, measured before
 #      the corrected CRR/CQL steps landed; --compile, on by default for 50k steps, may be
 #      faster): IL 18 upd/s -> 46 min, CQL ~10.6 -> 1.3 h, BCQ ~8 and CRR / CRR w/ CQL ~8 ->
@@ -94,3 +97,15 @@ python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.si
   --seeds 0 --sweep-dir log/results-pong "${SWEEP[@]}" --min-q-weight 10
 python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.size_1e4.hdf5" \
   --seeds 0 --sweep-dir log/results-pong "${SWEEP[@]}" --min-q-weight 1
+
+# 5. the table in Tianshou's Atari layout: a row per buffer, a column per algorithm, our expert
+#    (Online QRDQN) and the whole games of each buffer (Behavioral) beside them, Tianshou's
+#    published figures below ours. --keep-runs keeps the run summaries and the buffers' returns
+#    (runs/behaviour.json), from which test/test_results_tables.py makes the table again.
+TABLE=examples/offline/results/atari-pong
+rm -rf "${TABLE:?}/runs"
+python examples/offline/aggregate_results.py log/results-pong log/results-pong-crr-cql \
+  --layout atari --expert-run "$EXPERT_RUN" \
+  --buffers "$DATA/expert.hdf5" "$DATA/expert.size_1e5.hdf5" "$DATA/expert.size_1e4.hdf5" \
+  --references reproduce/atari_references.json \
+  --out "$TABLE" --keep-runs --into examples/offline/README.md

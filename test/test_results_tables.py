@@ -15,6 +15,7 @@ from tianshou_offline.results import aggregate
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "examples" / "offline" / "results"
 REFERENCES = ROOT / "reproduce" / "d4rl_references.json"
+ATARI_REFERENCES = ROOT / "reproduce" / "atari_references.json"
 
 
 def write_run(root: Path, dataset: str, script: str, seed: int, last: float, **args) -> Path:
@@ -132,12 +133,20 @@ def test_kept_summaries_give_the_same_tables_without_the_logs(tmp_path):
 COMMITTED = sorted(p.parent for p in RESULTS.glob(f"*/{aggregate.KEPT_RUNS_DIR}"))
 
 
+def table_options(table_dir: Path) -> list[str]:
+    """The options reproduce/*.sh make a committed table with: the Atari ones (atari-<game>,
+    reproduce/atari_pong.sh) in Tianshou's Atari layout, the others in the D4RL one."""
+    if table_dir.name.startswith("atari-"):
+        return ["--layout", "atari", "--references", str(ATARI_REFERENCES)]
+    return ["--references", str(REFERENCES)]
+
+
 @pytest.mark.parametrize("table_dir", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_committed_tables_are_made_again_from_the_committed_runs(table_dir, tmp_path):
     """reproduce/*.sh end with this aggregate_results.py call; the README quotes the table."""
     out = tmp_path / table_dir.name
     runs = table_dir / aggregate.KEPT_RUNS_DIR
-    aggregate.main([str(runs), "--out", str(out), "--references", str(REFERENCES)])
+    aggregate.main([str(runs), "--out", str(out), *table_options(table_dir)])
     table = (out / aggregate.TABLE_NAME).read_text()
     assert table == (table_dir / aggregate.TABLE_NAME).read_text()
     assert sorted(p.name for p in out.glob("*.png")) == sorted(

@@ -15,12 +15,17 @@ and script, and writes
 * ``<family>_<dataset>.png``: the evaluations during training, mean over seeds with a band of
   ± one standard deviation, one line per script.
 
-Runs of one script on one dataset that differ in an option of ``VARIANT_ARGS`` (``--norm-obs``)
-are separate rows, labelled with that option ("d4rl_td3_bc --norm-obs 0"). ``--references FILE``
-adds published figures as columns, per dataset level and script (``load_references``), and
-``--keep-runs`` copies each run's ``summary.json`` (with its update speed) below ``--out``, so
-that the tables and plots can be made again from committed files without the runs' logs.
-Runs of one sweep can serve several tables: name the dataset or script folders to aggregate.
+Runs of one script on one dataset that differ in an option of ``VARIANT_ARGS`` (``--norm-obs``,
+``--min-q-weight``) are separate rows, labelled with that option ("d4rl_td3_bc --norm-obs 0").
+``--references FILE`` adds published figures as columns, per dataset level and script
+(``load_references``), and ``--keep-runs`` copies each run's ``summary.json`` (with its update
+speed) below ``--out``, so that the tables and plots can be made again from committed files
+without the runs' logs. Runs of one sweep can serve several tables: name the dataset or script
+folders to aggregate.
+
+``--layout atari`` writes Tianshou's Atari tables instead (``format_atari_tables``): per game, a
+row per buffer and a column per algorithm, beside the online expert (``--expert-run``) and the
+behaviour policy's returns in each buffer (``--buffers``); see "Tianshou's Atari tables" below.
 
 The standard deviation is the SAMPLE standard deviation over seeds (n - 1 in the denominator,
 ``numpy.std(ddof=1)``); with one seed there is none and only the mean is shown.
@@ -44,8 +49,9 @@ from tianshou_offline.run.summary import SUMMARY_NAME
 
 TABLE_NAME = "results.md"
 KEPT_RUNS_DIR = "runs"  # below --out: the summaries --keep-runs copies
-# options whose values make separate rows when the runs of one script on one dataset differ
-VARIANT_ARGS = ("norm_obs",)
+# options whose values make separate rows when the runs of one script on one dataset differ:
+# TD3+BC with and without observation normalisation; atari_crr without and with CQL's penalty
+VARIANT_ARGS = ("norm_obs", "min_q_weight")
 # TensorBoard scalars Tianshou's trainer logs once per epoch
 UPDATE_STEP_TAG = "info/update_step"  # gradient steps so far
 UPDATE_TIME_TAG = "info/timing/train_time_update"  # seconds spent in updates by this process
@@ -79,11 +85,23 @@ class Run:
 # ----------------------------------------------------------------------------------------------
 
 
+def _file_name(path: str | Path) -> str:
+    """A data file's short name: without folder and suffix ("log/.../expert.hdf5" -> "expert")."""
+    return Path(str(path)).name.removesuffix(".hdf5").removesuffix(".h5")
+
+
 def _data_name(args: dict[str, Any]) -> str:
     """The dataset a run trained on, as a short name (file names without folder and suffix)."""
     data = args.get("expert_data_task") or args.get("load_buffer_name") or "?"
     names = data if isinstance(data, list) else [data]
-    return "+".join(Path(str(n)).name.removesuffix(".hdf5").removesuffix(".h5") for n in names)
+    return "+".join(_file_name(n) for n in names)
+
+
+def _family(task: str) -> str:
+    """The environment a task names: "HalfCheetah-v2" -> "HalfCheetah"; Atari's
+    "PongNoFrameskip-v4" and "ALE/Pong-v5" -> "Pong", the game."""
+    name = task.split("/")[-1].split("-")[0]
+    return name.removesuffix("NoFrameskip").removesuffix("Deterministic")
 
 
 def read_summary(path: Path) -> Run:
@@ -94,7 +112,7 @@ def read_summary(path: Path) -> Run:
         run = Run(
             directory=path.parent,
             algorithm=Path(summary["script"]).stem,
-            family=str(args["task"]).split("-")[0],
+            family=_family(str(args["task"])),
             dataset=_data_name(args),
             seed=int(args["seed"]),
             gradient_steps=int(summary["gradient_steps"]),
@@ -163,17 +181,23 @@ def load_runs(paths: list[Path] | list[str]) -> list[Run]:
     return sorted(runs, key=lambda r: (r.family, r.dataset, r.algorithm, r.seed))
 
 
+def _option_text(value: Any) -> str:
+    """An option's value as one would type it: 10.0 -> "10", 0.5 -> "0.5", 1 -> "1"."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def label_variants(runs: list[Run]) -> None:
     """Where the runs of one script on one dataset differ in an option of ``VARIANT_ARGS``,
-    add that option to each run's label: "d4rl_td3_bc --norm-obs 0" and "... --norm-obs 1"."""
+    add that option to each run's label: "d4rl_td3_bc --norm-obs 0" and "... --norm-obs 1",
+    "atari_crr --min-q-weight 0" and "atari_crr --min-q-weight 10"."""
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.family, run.dataset, run.algorithm), []).append(run)
     for members in groups.values():
         for arg in VARIANT_ARGS:
-            if len({str(run.args.get(arg)) for run in members}) > 1:
+            if len({_option_text(run.args.get(arg)) for run in members}) > 1:
                 for run in members:
-                    run.algorithm += f" --{arg.replace('_', '-')} {run.args.get(arg)}"
+                    run.algorithm += f" --{arg.replace('_', '-')} {_option_text(run.args.get(arg))}"
 
 
 def keep_runs(runs: list[Run], out_dir: Path) -> list[Path]:
@@ -259,8 +283,11 @@ class ReferenceColumn:
     kind: str  # "return": a raw return, shown with its normalized score; "score": normalized
     values: dict[tuple[str, str], float]  # (dataset level, script label) -> figure
 
+    def figure(self, level: str, script: str) -> float | None:
+        return self.values.get((level, script))
+
     def cell(self, group: Group) -> str | None:
-        value = self.values.get((dataset_level(group.dataset), group.algorithm))
+        value = self.figure(dataset_level(group.dataset), group.algorithm)
         if value is None:
             return None
         if self.kind == "score":
@@ -273,7 +300,9 @@ class ReferenceColumn:
 
 def load_references(path: Path) -> list[ReferenceColumn]:
     """``--references FILE``: JSON with ``columns`` (a list of {key, label, kind}) and
-    ``values`` ({dataset level: {script label: {column key: figure}}})."""
+    ``values`` ({dataset level: {script label: {column key: figure}}}). For ``--layout atari``
+    the levels are game and buffer ("pong-expert.size_1e5", ``atari_reference_level``) and the
+    script labels the tables' column headers ("CRR w/ CQL"). Other keys are notes for readers."""
     try:
         spec = json.loads(Path(path).read_text())
         columns = []
@@ -337,6 +366,231 @@ def format_tables(
         "Mean ± sample standard deviation (n−1) over seeds. last: the evaluation after "
         "training; best: each seed's best evaluation during training (picked on the test "
         "episodes, so optimistic)."
+    )
+    return "\n\n".join(sections) + "\n\n" + note + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Tianshou's Atari tables: a row per buffer, a column per algorithm
+# ----------------------------------------------------------------------------------------------
+
+EXPERT_SCRIPT = "atari_qrdqn"  # the online expert whose play the buffers record
+BEHAVIOUR_NAME = "behaviour.json"  # below --out/runs: the buffers' returns, kept by --keep-runs
+ONLINE_HEADER, BEHAVIOUR_HEADER = "Online QRDQN", "Behavioral"  # Tianshou's headers
+
+
+@dataclass
+class Behaviour:
+    """The behaviour policy's returns in one buffer file: the scores of its whole games."""
+
+    family: str  # the game, e.g. "Pong"
+    dataset: str  # the buffer's short name, as the runs name it: "expert", "expert.size_1e5"
+    transitions: int
+    returns: list[float]
+    file: str  # where they were read from (for readers of behaviour.json)
+
+
+def read_behaviour(path: str | Path) -> Behaviour:
+    """``--buffers FILE``: the returns of the whole games in an Atari buffer file, i.e. the sums
+    of the (unclipped) rewards of the episodes that end in a terminal state.
+
+    Summed from the file's rows, not taken from its ``behaviour_returns`` attribute:
+    ``atari_buffer.py subset`` copies the attributes of its source, so a subset's
+    ``behaviour_returns`` lists every game of the whole recording, not the games it holds. An
+    episode cut short (the unfinished last game of each recording env, marked truncated) has
+    no final score and is left out; a subset may hold no whole game at all.
+    """
+    import h5py
+
+    if not Path(path).is_file():
+        raise UserInputError(f"--buffers {path}: no such file")
+    try:
+        with h5py.File(path, "r") as file:
+            task = str(file.attrs["task"])
+            rewards = np.asarray(file["rew"][:], dtype=np.float64)
+            terminated = np.asarray(file["terminated"][:], dtype=bool)
+            done = terminated | np.asarray(file["truncated"][:], dtype=bool)
+    except (OSError, KeyError) as err:
+        raise UserInputError(
+            f"--buffers {path}: not an Atari buffer file ({type(err).__name__}: {err})"
+        ) from err
+    ends = np.flatnonzero(done)  # the last row of each episode; rows are in time order
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+    sums = np.add.reduceat(rewards, starts) if len(ends) else np.zeros(0)
+    return Behaviour(
+        family=_family(task),
+        dataset=_file_name(path),
+        transitions=len(rewards),
+        returns=sums[terminated[ends]].tolist() if len(ends) else [],
+        file=str(path),
+    )
+
+
+def load_behaviours(paths: list[str], buffer_files: list[str]) -> list[Behaviour]:
+    """The behaviour returns kept below ``paths`` (``behaviour.json``, written by --keep-runs)
+    and those of ``buffer_files``, one per game and buffer name."""
+    found: list[Behaviour] = []
+    kept_files = [
+        k for p in map(Path, paths) if p.is_dir() for k in sorted(p.rglob(BEHAVIOUR_NAME))
+    ]
+    for kept in kept_files:
+        try:
+            found += [Behaviour(**entry) for entry in json.loads(kept.read_text())["buffers"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UserInputError(
+                f"{kept} is not a {BEHAVIOUR_NAME} written by --keep-runs ({type(err).__name__}: "
+                f"{err}); remove it or make the table again with --buffers"
+            ) from err
+    found += [read_behaviour(path) for path in buffer_files]
+    behaviours: dict[tuple[str, str], Behaviour] = {}
+    for behaviour in found:
+        key = (behaviour.family, behaviour.dataset)
+        if key in behaviours and behaviours[key].returns != behaviour.returns:
+            raise UserInputError(
+                f"two different buffers are named {behaviour.dataset!r} for {behaviour.family}: "
+                f"{behaviours[key].file} and {behaviour.file}; give only one"
+            )
+        behaviours[key] = behaviour
+    return list(behaviours.values())
+
+
+def keep_behaviours(behaviours: list[Behaviour], out_dir: Path) -> Path:
+    """Write the behaviour returns to ``out_dir/runs/behaviour.json``: with the kept run
+    summaries, all that the Atari tables are made from again (the buffers are gigabytes)."""
+    path = out_dir / KEPT_RUNS_DIR / BEHAVIOUR_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = {
+        "about": "returns of the whole games in each buffer file (aggregate.read_behaviour)",
+        "buffers": [vars(b) for b in behaviours],
+    }
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(kept, indent=1) + "\n")
+    return path
+
+
+def _script(label: str) -> str:
+    """The script of a row label, without its variant options: "atari_crr --min-q-weight 10"
+    -> "atari_crr"."""
+    return label.split(" --")[0]
+
+
+@dataclass(frozen=True)
+class AtariColumn:
+    """A column of Tianshou's Atari tables: the runs of one offline script."""
+
+    header: str  # Tianshou's name for it, also its key in the references file
+    script: str
+    # atari_crr is two columns: without CQL's penalty (--min-q-weight 0), and with it
+    with_cql_penalty: bool | None = None
+
+    def takes(self, group: Group) -> bool:
+        if _script(group.algorithm) != self.script:
+            return False
+        weight = float(group.runs[0].args.get("min_q_weight") or 0.0)  # one value per group
+        return self.with_cql_penalty is None or (weight > 0) == self.with_cql_penalty
+
+
+ATARI_COLUMNS = (
+    AtariColumn("IL", "atari_il"),
+    AtariColumn("BCQ", "atari_bcq"),
+    AtariColumn("CQL", "atari_cql"),
+    AtariColumn("CRR", "atari_crr", with_cql_penalty=False),
+    AtariColumn("CRR w/ CQL", "atari_crr", with_cql_penalty=True),
+)
+
+
+def atari_reference_level(family: str, dataset: str) -> str:
+    """The references' key of a game's buffer: "pong-expert", "pong-expert.size_1e5". The
+    game comes first because Atari buffer names ("expert") do not say which game they hold."""
+    return f"{family.lower()}-{dataset}"
+
+
+def _seeds_cell(group: Group) -> str:
+    """ "last mean ± std (best mean ± std), n seeds" of a group's returns."""
+    seeds = f"{len(group.runs)} seed{'s' if len(group.runs) > 1 else ''}"
+    last, best = group.stat("last", "return_mean"), group.stat("best", "return_mean")
+    return f"{_format(last, 1)} (best {_format(best, 1)}), {seeds}"
+
+
+def _column_cell(groups: list[Group]) -> str:
+    """The cell of the groups one column takes on one buffer: "–" for none; several variants
+    (e.g. CQL with two --min-q-weight values) one below the other, each after its options."""
+    if len(groups) < 2:
+        return _seeds_cell(groups[0]) if groups else "–"
+    return "<br>".join(
+        f"{g.algorithm.removeprefix(_script(g.algorithm)).strip()}: {_seeds_cell(g)}"
+        for g in groups
+    )
+
+
+def _behaviour_cell(behaviour: Behaviour | None) -> str:
+    if behaviour is None:
+        return "–"
+    if not behaviour.returns:
+        return "no whole game"
+    games = len(behaviour.returns)
+    return f"{_format(mean_std(behaviour.returns), 1)}, {games} game{'s' if games > 1 else ''}"
+
+
+def format_atari_tables(
+    runs: list[Run],
+    behaviours: list[Behaviour],
+    references: list[ReferenceColumn] | None = None,
+) -> str:
+    """Tianshou's Atari tables, one per game: a row per buffer (largest first), columns
+    Online QRDQN (the expert run), Behavioral (``behaviours``) and one per offline algorithm
+    (``ATARI_COLUMNS``, then any other script). Each buffer's row of our runs is followed by a
+    row per column of ``references`` that has figures for it."""
+    groups = group_runs(runs)
+    experts = {g.family: g for g in groups if _script(g.algorithm) == EXPERT_SCRIPT}
+    offline = [g for g in groups if _script(g.algorithm) != EXPERT_SCRIPT]
+    sizes = {(b.family, b.dataset): b for b in behaviours}
+    sections = []
+    for family in dict.fromkeys([g.family for g in groups] + [b.family for b in behaviours]):
+        members = [g for g in offline if g.family == family]
+        others = [g for g in members if not any(c.takes(g) for c in ATARI_COLUMNS)]
+        columns = list(ATARI_COLUMNS) + [
+            AtariColumn(s, s) for s in dict.fromkeys(_script(g.algorithm) for g in others)
+        ]
+        datasets = dict.fromkeys(
+            [b.dataset for b in behaviours if b.family == family] + [g.dataset for g in members]
+        )
+        known = {d: sizes[(family, d)].transitions for d in datasets if (family, d) in sizes}
+        # the full buffer first, then its subsets; buffers of unknown size last, by name
+        order = sorted(datasets, key=lambda d: (d not in known, -known.get(d, 0), d))
+        headers = [ONLINE_HEADER, BEHAVIOUR_HEADER] + [c.header for c in columns]
+        lines = [
+            f"#### {family}",
+            "",
+            "| " + " | ".join(["buffer (transitions)", ""] + headers) + " |",
+        ]
+        lines.append("|---|---|" + "--:|" * len(headers))
+        expert = experts.get(family)
+        for dataset in order:
+            ours = [
+                f"{dataset} ({known[dataset]:,})" if dataset in known else dataset,
+                "ours",
+                _seeds_cell(expert) if expert else "–",
+                _behaviour_cell(sizes.get((family, dataset))),
+            ]
+            for column in columns:
+                ours.append(
+                    _column_cell([g for g in members if g.dataset == dataset and column.takes(g)])
+                )
+            lines.append("| " + " | ".join(ours) + " |")
+            level = atari_reference_level(family, dataset)
+            for reference in references or []:
+                figures = [reference.figure(level, header) for header in headers]
+                if any(f is not None for f in figures):
+                    published = ["–" if f is None else f"{f:.1f}" for f in figures]
+                    lines.append("| " + " | ".join(["", reference.label] + published) + " |")
+        sections.append("\n".join(lines))
+    note = (
+        "Mean ± sample standard deviation (n−1) over seeds of the return after training; in "
+        "brackets, each seed's best evaluation during training (picked on the test episodes, so "
+        "optimistic). Online QRDQN: the expert's best policy evaluated after its training. "
+        "Behavioral: mean ± sample standard deviation of the returns of the whole games in the "
+        "buffer. The rows below ours: published figures."
     )
     return "\n\n".join(sections) + "\n\n" + note + "\n"
 
@@ -432,9 +686,42 @@ def parse_reference(items: list[str]) -> dict[str, str]:
     return reference
 
 
+def expert_summary(run_dir: str) -> Path:
+    """``--expert-run DIR``: the summary.json atari_qrdqn.py writes when its training ends."""
+    path = Path(run_dir)
+    path = path if path.name == SUMMARY_NAME else path / SUMMARY_NAME
+    if not path.is_file():
+        raise UserInputError(
+            f"--expert-run {run_dir}: no {SUMMARY_NAME} there; atari_qrdqn.py writes it when the "
+            "expert's training ends (give its run directory, e.g. log/<task>/qrdqn/expert-seed0)"
+        )
+    if read_summary(path).algorithm != EXPERT_SCRIPT:
+        raise UserInputError(f"--expert-run {run_dir}: {path} is not a run of {EXPERT_SCRIPT}.py")
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="sweep or log directories (searched below)")
+    parser.add_argument(
+        "--layout",
+        choices=("d4rl", "atari"),
+        default="d4rl",
+        help="d4rl: a row per dataset and script, with normalized scores (the default); atari: "
+        "Tianshou's Atari tables, a row per buffer and a column per algorithm",
+    )
+    parser.add_argument(
+        "--expert-run",
+        default=None,
+        help="--layout atari: the run directory of atari_qrdqn.py, the Online QRDQN column",
+    )
+    parser.add_argument(
+        "--buffers",
+        nargs="*",
+        default=[],
+        help="--layout atari: the buffer files (HDF5) whose whole games are the Behavioral "
+        f"column (--keep-runs keeps their returns in <out>/{KEPT_RUNS_DIR}/{BEHAVIOUR_NAME})",
+    )
     parser.add_argument("--out", default=None, help=f"write {TABLE_NAME} and the PNGs here")
     parser.add_argument(
         "--reference",
@@ -463,21 +750,39 @@ def main(argv: list[str] | None = None) -> None:
     for option in ("keep_runs", "into"):
         if getattr(args, option) and not args.out:
             raise UserInputError(f"--{option.replace('_', '-')} needs --out")
+    atari = args.layout == "atari"
+    for option in ("expert_run", "buffers"):
+        if getattr(args, option) and not atari:
+            raise UserInputError(f"--{option.replace('_', '-')} needs --layout atari")
+    if atari and args.reference:
+        raise UserInputError(
+            "--reference is for the d4rl layout; with --layout atari use --references"
+        )
     references = load_references(args.references) if args.references else None
+    expert = [expert_summary(args.expert_run)] if args.expert_run else []
+    behaviours = load_behaviours(args.paths, args.buffers) if atari else []
 
-    runs = load_runs(args.paths)
+    runs = load_runs(args.paths + expert)
     if not runs:
         raise UserInputError(f"no {SUMMARY_NAME} below {' '.join(args.paths)}: no run has finished")
-    tables = format_tables(runs, parse_reference(args.reference), args.reference_label, references)
+    if atari:
+        tables = format_atari_tables(runs, behaviours, references)
+    else:
+        reference = parse_reference(args.reference)
+        tables = format_tables(runs, reference, args.reference_label, references)
     print(tables)
     if args.out:
         out_dir = Path(args.out)
         if args.keep_runs:
             kept = keep_runs(runs, out_dir)
             print(f"kept {len(kept)} run summaries in {out_dir / KEPT_RUNS_DIR}")
+            if behaviours:
+                print(f"kept the buffers' returns in {keep_behaviours(behaviours, out_dir)}")
         with atomic_write(out_dir / TABLE_NAME) as tmp:
             tmp.write_text(tables)
-        plots = plot_learning_curves(runs, out_dir)
+        # learning curves of the offline runs (the online expert's are in its own run directory)
+        offline = [r for r in runs if _script(r.algorithm) != EXPERT_SCRIPT]
+        plots = plot_learning_curves(offline, out_dir)
         for path in plots:
             print(f"wrote {path}")
         print(f"wrote {out_dir / TABLE_NAME}")
