@@ -555,12 +555,17 @@ class OfflineRun:
             if self._evaluator is not None:
                 self._record_background_results(self._evaluator.remaining_results())
             self.train_seconds = time.time() - started
+            self.end_gradient_step = tianshou_adapter.trainer_update_step(self._trainer)
+            save_state(self.log_path / LAST_POLICY_NAME, self._policy_payload())
+        except BaseException:
+            # TensorBoard writes its file from a thread, maybe after run_directory has removed a
+            # failed new run's files: closed first, it can no longer bring one back
+            self._logger.writer.close()
+            raise
         finally:
             if self._evaluator is not None:
                 self._evaluator.close()  # also on errors and Ctrl-C: no process outlives the run
                 self._evaluator = None
-        self.end_gradient_step = tianshou_adapter.trainer_update_step(self._trainer)
-        save_state(self.log_path / LAST_POLICY_NAME, self._policy_payload())
 
     # --- evaluation --------------------------------------------------------------------------
     def evaluate(self, test_collector: Collector, label: str = "final") -> dict[str, Any]:
