@@ -522,7 +522,8 @@ def load_atari_buffer(
 
 
 def write_subset(src: str | os.PathLike[str], dst: str | os.PathLike[str], n: int) -> None:
-    """Write the first ``n`` transitions of ``src`` to ``dst`` (same attributes, source noted)."""
+    """Write the first ``n`` transitions of ``src`` to ``dst`` (same attributes, source noted;
+    not the recording's ``behaviour_returns``, which score games the subset does not hold)."""
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if n <= 0:
         raise UserInputError(f"--size must be positive, got {n}")
@@ -538,7 +539,7 @@ def write_subset(src: str | os.PathLike[str], dst: str | os.PathLike[str], n: in
             key: value.item() if isinstance(value, np.generic) else value
             for key, value in file.attrs.items()
         }
-        for key in ("format", "version", "stack_num", "size", "created"):
+        for key in ("format", "version", "stack_num", "size", "created", "behaviour_returns"):
             attrs.pop(key, None)
         with AtariBufferWriter(
             dst,

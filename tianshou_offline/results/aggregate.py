@@ -394,9 +394,9 @@ def read_behaviour(path: str | Path) -> Behaviour:
     """``--buffers FILE``: the returns of the whole games in an Atari buffer file, i.e. the sums
     of the (unclipped) rewards of the episodes that end in a terminal state.
 
-    Summed from the file's rows, not taken from its ``behaviour_returns`` attribute:
-    ``atari_buffer.py subset`` copies the attributes of its source, so a subset's
-    ``behaviour_returns`` lists every game of the whole recording, not the games it holds. An
+    Summed from the file's rows, not taken from the recording's ``behaviour_returns``
+    attribute, which a subset does not have (and files made before 2026-12-04 copied from the
+    whole recording, scoring games the subset does not hold). An
     episode cut short (the unfinished last game of each recording env, marked truncated) has
     no final score and is left out; a subset may hold no whole game at all.
     """
