@@ -26,7 +26,9 @@
 #                                   also put into examples/offline/README.md (--into)
 #
 # Runs in order of seeds (seed 0 of every table first), so a sweep stopped early leaves whole
-# tables with fewer seeds; rerunning skips finished runs and continues interrupted ones.
+# tables with fewer seeds; rerunning skips finished runs (those of the committed tables too) and
+# continues interrupted ones. log/ may be a link to a folder outside the clone, so that runs
+# survive a fresh checkout: ln -s ~/offline-runs/log log
 #
 #   bash reproduce/d4rl_made_tables.sh            # everything (tens of CPU hours on 2 cores)
 #   SEEDS="0" bash reproduce/d4rl_made_tables.sh  # the first seed of every table
@@ -52,6 +54,11 @@ CORL=("${CORL_MEDIUM[@]}" "$(made hopper medium-replay)" "$(made hopper medium-e
   "Walker2d-v5=$(made walker2d medium-replay)" "Walker2d-v5=$(made walker2d medium-expert)")
 REBRAC=("${CORL[0]} 0.01 0.01" "${CORL[1]} 0.05 0.1" "${CORL[2]} 0.05 0.5" "${CORL[3]} 0.1 0.01"
   "${CORL[4]} 0.05 0.01" "${CORL[5]} 0.01 0.01")  # dataset, actor and critic BC coefficients
+
+# A fresh clone continues where the committed tables stopped: the summaries kept next to them mark
+# those runs finished (-n: a run of this machine is never overwritten).
+mkdir -p log/tables
+for kept in examples/offline/results/d4rl-*/runs/*/; do cp -rn "$kept" log/tables/; done
 
 if [ -z "${TABLES_ONLY:-}" ]; then
   for task in halfcheetah walker2d hopper; do  # ~25 min per task on 2 cores, bit for bit
