@@ -73,6 +73,22 @@ def test_norm_obs_variants_are_rows_of_their_own_and_references_match_them(tmp_p
     assert lines[6].endswith("| 5741 (48.5) | 48.1 |")  # CORL normalizes, as --norm-obs 1
 
 
+def test_switches_are_named_where_they_are_on(tmp_path):
+    """CQL's rows: the corrected defaults, the multiplier, and Tianshou 2.0.1's maths."""
+    cql = {"cql_weight": 10.0, "with_lagrange": False, "tianshou_maths": False}
+    write_run(tmp_path, "hopper-made-medium-50k", "d4rl_cql", 0, 270.0, **cql)
+    lagrange = {**cql, "cql_weight": 1.0, "with_lagrange": True}
+    write_run(tmp_path / "b", "hopper-made-medium-50k", "d4rl_cql", 0, 4.0, **lagrange)
+    write_run(tmp_path / "c", "hopper-made-medium-50k", "d4rl_cql", 0, 9.0,
+              **{**lagrange, "tianshou_maths": True})  # fmt: skip
+    labels = [r.algorithm for r in aggregate.load_runs([tmp_path])]
+    assert labels == [
+        "d4rl_cql --cql-weight 10",
+        "d4rl_cql --tianshou-2.0.1-maths --with-lagrange --cql-weight 1",
+        "d4rl_cql --with-lagrange --cql-weight 1",
+    ]
+
+
 def test_a_family_shows_only_the_reference_columns_it_has_figures_for(tmp_path):
     write_run(tmp_path, "halfcheetah-made-expert-1m", "d4rl_bcq", 0, 9000.0)
     tables = aggregate.format_tables(

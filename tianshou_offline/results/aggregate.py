@@ -16,7 +16,8 @@ and script, and writes
   ± one standard deviation, one line per script.
 
 Runs of one script on one dataset that differ in an option of ``VARIANT_ARGS`` (``--norm-obs``,
-``--min-q-weight``) are separate rows, labelled with that option ("d4rl_td3_bc --norm-obs 0").
+``--min-q-weight``, CQL's ``--cql-weight``, ``--with-lagrange`` and ``--tianshou-2.0.1-maths``) are
+separate rows, labelled with that option ("d4rl_td3_bc --norm-obs 0").
 ``--references FILE`` adds published figures as columns, per dataset level and script
 (``load_references``), and ``--keep-runs`` copies each run's ``summary.json`` (with its update
 speed) below ``--out``, so that the tables and plots can be made again from committed files
@@ -51,7 +52,8 @@ TABLE_NAME = "results.md"
 KEPT_RUNS_DIR = "runs"  # below --out: the summaries --keep-runs copies
 # options whose values make separate rows when the runs of one script on one dataset differ:
 # TD3+BC with and without observation normalisation; atari_crr without and with CQL's penalty
-VARIANT_ARGS = ("norm_obs", "min_q_weight")
+VARIANT_ARGS = ("tianshou_maths", "with_lagrange", "cql_weight", "norm_obs", "min_q_weight")
+FLAG_NAMES = {"tianshou_maths": "tianshou-2.0.1-maths"}  # where the option is not the dest's name
 # TensorBoard scalars Tianshou's trainer logs once per epoch
 UPDATE_STEP_TAG = "info/update_step"  # gradient steps so far
 UPDATE_TIME_TAG = "info/timing/train_time_update"  # seconds spent in updates by this process
@@ -186,10 +188,20 @@ def _option_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _option_label(arg: str, value: Any) -> str:
+    """The option as typed: "--norm-obs 0"; a switch only when on ("--with-lagrange", or
+    nothing)."""
+    flag = "--" + FLAG_NAMES.get(arg, arg.replace("_", "-"))
+    if isinstance(value, bool):
+        return flag if value else ""
+    return f"{flag} {_option_text(value)}"
+
+
 def label_variants(runs: list[Run]) -> None:
     """Where the runs of one script on one dataset differ in an option of ``VARIANT_ARGS``,
     add that option to each run's label: "d4rl_td3_bc --norm-obs 0" and "... --norm-obs 1",
-    "atari_crr --min-q-weight 0" and "atari_crr --min-q-weight 10"."""
+    "atari_crr --min-q-weight 0" and "atari_crr --min-q-weight 10", "d4rl_cql --cql-weight 10"
+    and "d4rl_cql --with-lagrange --cql-weight 1" (a switch is named only where it is on)."""
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.family, run.dataset, run.algorithm), []).append(run)
@@ -197,7 +209,8 @@ def label_variants(runs: list[Run]) -> None:
         for arg in VARIANT_ARGS:
             if len({_option_text(run.args.get(arg)) for run in members}) > 1:
                 for run in members:
-                    run.algorithm += f" --{arg.replace('_', '-')} {_option_text(run.args.get(arg))}"
+                    label = _option_label(arg, run.args.get(arg))
+                    run.algorithm += f" {label}" if label else ""
 
 
 def keep_runs(runs: list[Run], out_dir: Path) -> list[Path]:
