@@ -47,9 +47,17 @@
 #      need ~16 GB of RAM; NUM_CPUS=1 runs them one by one).
 #   Breakout (not in this file): Tianshou's 100 epochs of 100k env steps without an early stop,
 #   10M env steps, ~20 h of expert training at the compiled rate on a CPU core: a GPU job.
-# No GPU cost is measured here yet (benchmarks/gpu_goals.sh has the QR-DQN env steps/s probe).
+# On one GPU, ESTIMATED from the H200 rows of benchmarks/README.md (2026-12-04: online QR-DQN
+# on Pong 533 env steps/s end to end with Tianshou's update, collection alone 2,600/s; Atari CQL
+# and CRR 1,800-1,850 updates/s on the fast path, a 10k-update CQL epoch 5.4 s):
+#   1. expert, 1-2M env steps: 0.5-1 h.  2. recording 1M transitions: ~7 min of collection.
+#   4. each offline run, 50k updates: ~30 s of updates + 6 evaluations of 10 games (~20 s each
+#      at the collection rate): ~3 min; all 11 runs ~35 min, one at a time (4 share a GPU).
+#   Breakout: its 10M env steps of expert training ~5.2 h, the rest as for Pong.
 #
 #   bash reproduce/atari_pong.sh        (from the repository root; rerun to continue)
+# log/ may be a link to a folder outside the clone (ln -s ~/offline-runs/log log), so that a
+# fresh checkout continues the same runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
