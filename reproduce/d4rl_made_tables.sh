@@ -25,10 +25,11 @@
 #                                   each table's results.md, learning curves and kept summaries,
 #                                   also put into examples/offline/README.md (--into)
 #
-# Runs in order of seeds (seed 0 of every table first), so a sweep stopped early leaves whole
-# tables with fewer seeds; rerunning skips finished runs (those of the committed tables too) and
-# continues interrupted ones. log/ may be a link to a folder outside the clone, so that runs
-# survive a fresh checkout: ln -s ~/offline-runs/log log
+# Runs in order of seeds (seed 0 of every table first; within a seed, table 3's IQL and ReBRAC,
+# which no other table has, first), so a sweep stopped early leaves whole tables with fewer
+# seeds; rerunning skips finished runs (those of the committed tables too) and continues
+# interrupted ones. log/ may be a link to a folder outside the clone, so that runs survive a
+# fresh checkout: ln -s ~/offline-runs/log log
 #
 #   bash reproduce/d4rl_made_tables.sh            # everything (tens of CPU hours on 2 cores)
 #   SEEDS="0" bash reproduce/d4rl_made_tables.sh  # the first seed of every table
@@ -69,6 +70,15 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   done
   for seed in $SEEDS; do
     run=("${SWEEP[@]}" --seeds "$seed" --sweep-dir log/tables/d4rl)
+    if [ "$seed" -lt 2 ]; then  # table 3's IQL and ReBRAC first: no other table has them
+      "${run[@]}" --scripts d4rl_iql --datasets "${CORL[@]}"
+      # ReBRAC with the paper's per-dataset BC coefficients (examples/offline/README.md)
+      for dataset_coefs in "${REBRAC[@]}"; do
+        read -r dataset actor_bc critic_bc <<< "$dataset_coefs"
+        "${run[@]}" --scripts d4rl_rebrac --datasets "$dataset" \
+          --actor-bc-coef "$actor_bc" --critic-bc-coef "$critic_bc"
+      done
+    fi
     "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${HALFCHEETAH[@]}" "${WALKER[0]}"
     "${run[@]}" --scripts d4rl_td3_bc --datasets "${WALKER[1]}"  # IL on Walker2d expert: no table
     "${SWEEP[@]}" --seeds "$seed" --sweep-dir log/tables/d4rl-norm-obs-0 --scripts d4rl_td3_bc \
@@ -77,13 +87,7 @@ if [ -z "${TABLES_ONLY:-}" ]; then
       --vae-hidden-sizes 128 128
     "${run[@]}" --scripts d4rl_cql --datasets "${HALFCHEETAH[@]}" "${SMALL[@]}"
     if [ "$seed" -lt 2 ]; then  # table 3: two seeds
-      "${run[@]}" --scripts d4rl_il d4rl_td3_bc d4rl_iql --datasets "${CORL[@]}"
-      # ReBRAC with the paper's per-dataset BC coefficients (examples/offline/README.md)
-      for dataset_coefs in "${REBRAC[@]}"; do
-        read -r dataset actor_bc critic_bc <<< "$dataset_coefs"
-        "${run[@]}" --scripts d4rl_rebrac --datasets "$dataset" \
-          --actor-bc-coef "$actor_bc" --critic-bc-coef "$critic_bc"
-      done
+      "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${CORL[@]}"
       "${run[@]}" --scripts d4rl_bcq --datasets "${CORL_MEDIUM[@]}" "${SMALL[@]}" \
         --vae-hidden-sizes 128 128
       "${run[@]}" --scripts d4rl_cql --datasets "${CORL_MEDIUM[@]}" "${SMALL[@]}"
