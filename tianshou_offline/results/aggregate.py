@@ -51,7 +51,8 @@ from tianshou_offline.run.summary import SUMMARY_NAME
 TABLE_NAME = "results.md"
 KEPT_RUNS_DIR = "runs"  # below --out: the summaries --keep-runs copies
 # options whose values make separate rows when the runs of one script on one dataset differ:
-# TD3+BC with and without observation normalisation; atari_crr without and with CQL's penalty
+# TD3+BC with and without observation normalisation; atari_crr without and with CQL's penalty;
+# CQL's settings and Tianshou 2.0.1's maths beside the corrected defaults
 VARIANT_ARGS = ("tianshou_maths", "with_lagrange", "cql_weight", "norm_obs", "min_q_weight")
 FLAG_NAMES = {"tianshou_maths": "tianshou-2.0.1-maths"}  # where the option is not the dest's name
 # TensorBoard scalars Tianshou's trainer logs once per epoch
