@@ -56,6 +56,8 @@
 #   Breakout: its 10M env steps of expert training ~5.2 h, the rest as for Pong.
 #
 #   bash reproduce/atari_pong.sh        (from the repository root; rerun to continue)
+#   USE_COMMITTED_EXPERT=1 bash reproduce/atari_pong.sh   skips step 1: records and compares with
+#                                       the committed expert, runs/atari_qrdqn/PongNoFrameskip-v4/
 # log/ may be a link to a folder outside the clone (ln -s ~/offline-runs/log log), so that a
 # fresh checkout continues the same runs.
 set -euo pipefail
@@ -65,6 +67,9 @@ export OMP_NUM_THREADS=1
 TASK=PongNoFrameskip-v4
 DATA=log/$TASK/qrdqn
 EXPERT_RUN=$DATA/expert-seed0
+if [[ -n ${USE_COMMITTED_EXPERT:-} ]]; then
+  EXPERT_RUN=runs/atari_qrdqn/$TASK  # its policy.pth and summary.json, as this step leaves them
+fi
 
 # 1. the expert, with Tianshou's published settings (the script's defaults); resumed if stopped
 if [[ ! -f $EXPERT_RUN/summary.json ]]; then
