@@ -29,7 +29,13 @@
 #   per update in one process: Tianshou's 14.7/s, the step eager 13.2/s, compiled 19.4/s
 #   (compile 6-17 s); benchmarks/README.md ("Online QR-DQN's step on this CPU").
 #   atari_buffer.py subset: 1e5 rows 4.1 s, 1e4 rows 0.5 s (on a 120k-row file).
-# ESTIMATED from those rates (not run yet):
+# MEASURED, same machine, 2026-12-05, one core each, the sweep on the other core:
+#   1. expert: test return 20.0 (stop) after 21 epochs, 2.1M env steps, 210k updates: 15,341 s
+#      of training (4.3 h: collection 2,969 s, updates 11,810 s, evaluations 437 s), over two
+#      sittings (resumed from a checkpoint at 1.2M env steps); 137 env steps/s overall.
+#   2. recording 1M transitions: 20 min 17 s (821 steps/s), peak RSS 8.0 GiB; behaviour -3.8.
+#   4. IL 50k updates: 40.5 and 40.2 min; CQL 73.5 min (including the evaluations).
+# ESTIMATED from the rates above (before these runs):
 #   1. expert: Pong reaches 20 after roughly 1-2M env steps (Tianshou's Pong agents: ~15 epochs
 #      of 100k), at ~130-150 env steps/s with the compiled update (collection 14 ms + update
 #      52 ms per 10 env steps; ~100/s under heavy load): 2-4.5 h, plus ~1 min of evaluation and
