@@ -11,6 +11,7 @@
 #   log/results-pong/<dataset>/<script>/seed<k>/   IL and CQL (seeds 0 1 2), BCQ and CRR (seed
 #                                          0) on 1M; CQL on 1e5 (weight 10) and 1e4 (weight 1)
 #   log/results-pong-crr-cql/...           CRR w/ CQL (--min-q-weight 10) on 1M
+#   log/results-pong-cql-w1/...            CQL with --min-q-weight 1 on 1M
 #   examples/offline/results/atari-pong/   the table (results.md), learning curves, and the kept
 #                                          run summaries and buffers' returns (runs/) to commit;
 #                                          the table also goes into examples/offline/README.md
@@ -111,6 +112,11 @@ python examples/offline/sweep.py --scripts atari_bcq atari_crr --datasets "$DATA
 # CRR w/ CQL: the same script with the conservative penalty, in a sweep directory of its own
 python examples/offline/sweep.py --scripts atari_crr --datasets "$DATA/expert.hdf5" \
   --seeds 0 --sweep-dir log/results-pong-crr-cql "${SWEEP[@]}" --min-q-weight 10
+# CQL with --min-q-weight 1 on 1M (its own sweep directory: the seeds would collide): at
+# Tianshou's 10 the quantiles blow up on this buffer (2026-12-05: seed 0 lost every game; in
+# 1,500 updates the quantile spread grew 0.3 -> 34 at 10, stayed ~1.4 at 1)
+python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.hdf5" \
+  --seeds 0 --sweep-dir log/results-pong-cql-w1 "${SWEEP[@]}" --min-q-weight 1
 # CQL on the subsets with Tianshou's weights: its default 10 on 1e5, 1 on 1e4
 python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.size_1e5.hdf5" \
   --seeds 0 --sweep-dir log/results-pong "${SWEEP[@]}" --min-q-weight 10
@@ -124,6 +130,7 @@ python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.si
 TABLE=examples/offline/results/atari-pong
 rm -rf "${TABLE:?}/runs"
 python examples/offline/aggregate_results.py log/results-pong log/results-pong-crr-cql \
+  log/results-pong-cql-w1 \
   --layout atari --expert-run "$EXPERT_RUN" \
   --buffers "$DATA/expert.hdf5" "$DATA/expert.size_1e5.hdf5" "$DATA/expert.size_1e4.hdf5" \
   --references reproduce/atari_references.json \
