@@ -114,7 +114,8 @@ python examples/offline/sweep.py --scripts atari_crr --datasets "$DATA/expert.hd
   --seeds 0 --sweep-dir log/results-pong-crr-cql "${SWEEP[@]}" --min-q-weight 10
 # CQL with --min-q-weight 1 on 1M (its own sweep directory: the seeds would collide): at
 # Tianshou's 10 the quantiles blow up on this buffer (2026-12-05: seed 0 lost every game; in
-# 1,500 updates the quantile spread grew to 26-34 at 10 and stayed at ~1.4 at 1)
+# 1,500 updates the quantile spread grew to 26-36 at 10 and stayed at ~1.4 at 1:
+# reproduce/atari_cql_probe.py, output in examples/offline/results/atari-pong/cql_probe.txt)
 python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.hdf5" \
   --seeds 0 --sweep-dir log/results-pong-cql-w1 "${SWEEP[@]}" --min-q-weight 1
 # CQL on the subsets with Tianshou's weights: its default 10 on 1e5, 1 on 1e4
