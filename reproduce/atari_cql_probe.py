@@ -15,6 +15,9 @@ put; at weight 1 (the CQL authors' Atari setting) at most the outermost quantile
 
     python3 reproduce/atari_cql_probe.py \\
         --buffer log/PongNoFrameskip-v4/qrdqn/expert.size_1e5.hdf5 --min-q-weight 10 1 0
+
+With --policies, it reads trained atari_cql.py policies instead: on 2,000 buffer states, the
+share of each greedy action (against the buffer's own action shares) and the mean Q per action.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tianshou_offline import tianshou_adapter
 from tianshou_offline.atari.networks import NatureCNN
 from tianshou_offline.data.atari_buffer import load_atari_buffer
 from tianshou_offline.errors import run_main
+from tianshou_offline.run.training import load_policy
 from tianshou_offline.updates.select import make_fast_update
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "offline" / "atari_cql.py"
@@ -54,6 +58,7 @@ def get_args() -> argparse.Namespace:
     parser.add_argument("--adam-eps", type=float, default=1e-8, help="Dopamine uses 3.125e-4")
     parser.add_argument("--raw-pixels", action="store_true", help="feed 0-255, as Tianshou")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policies", nargs="+", help="policy_last.pth files of atari_cql.py runs")
     return parser.parse_args()
 
 
@@ -99,11 +104,35 @@ def probe(args: argparse.Namespace, weight: float, buffer: Any, atari_cql: Any) 
             )
 
 
+def greedy_actions(args: argparse.Namespace, buffer: Any, atari_cql: Any) -> None:
+    num_actions = 6
+    shares = torch.bincount(torch.as_tensor(buffer.act[: len(buffer)]), minlength=num_actions)
+    print("buffer's action shares:", (shares / len(buffer)).numpy().round(3))
+    algorithm = atari_cql.build_algorithm(
+        atari_cql.get_args(["--device", "cpu"]), NatureCNN(), gym.spaces.Discrete(num_actions)
+    )
+    update = make_fast_update(algorithm, algorithm.process_buffer(buffer), "cpu", compile=False)
+    rows = torch.arange(0, len(buffer), max(1, len(buffer) // 2000))[:2000]
+    states = update.dataset.gather(rows)["obs"]
+    for path in args.policies:
+        load_policy(algorithm, path, script="atari_cql.py")
+        with torch.no_grad():
+            q = algorithm.policy.model(states)[0].mean(2)  # (states, actions)
+        greedy = torch.bincount(q.argmax(1), minlength=num_actions) / len(q)
+        print(
+            f"{path}: greedy action shares {greedy.numpy().round(3)}, "
+            f"mean Q per action {q.mean(0).numpy().round(2)}"
+        )
+
+
 def main() -> None:
     args = get_args()
     torch.set_num_threads(1)
     buffer = load_atari_buffer(args.buffer, num_actions=6)
     atari_cql = load_atari_cql()
+    if args.policies:
+        greedy_actions(args, buffer, atari_cql)
+        return
     for weight in args.min_q_weight:
         probe(args, weight, buffer, atari_cql)
 

@@ -1,5 +1,6 @@
 """reproduce/atari_cql_probe.py, whose numbers the README's Pong paragraph quotes: it runs the
-CQL script's update and prints a row per reading; a missing buffer ends in one line, exit 2."""
+CQL script's update and prints a row per reading, reads the greedy actions of saved policies,
+and ends bad input in one line with exit code 2."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import torch
+from example_scripts import load_script
 from test_layout import write_atari_buffer
+
+from tianshou_offline.atari.networks import NatureCNN
 
 PROBE = Path(__file__).resolve().parents[1] / "reproduce" / "atari_cql_probe.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -38,3 +44,26 @@ def test_a_missing_buffer_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     result = run_probe("--buffer", str(tmp_path / "missing.hdf5"), "--updates", "2")
     assert result.returncode == 2
     assert "missing.hdf5" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_policies_mode_reads_the_greedy_action_of_a_saved_policy(tmp_path: Path) -> None:
+    """A policy whose output layer favours action 2 by a margin is read as greedy in action 2
+    on every state; a file of another script is refused."""
+    atari_cql = load_script("atari_cql")
+    args = atari_cql.get_args(["--device", "cpu", "--num-quantiles", "200"])
+    algorithm = atari_cql.build_algorithm(args, NatureCNN(), gym.spaces.Discrete(6))
+    with torch.no_grad():
+        output_layer = [
+            m for m in algorithm.policy.model.head.modules() if isinstance(m, torch.nn.Linear)
+        ][-1]
+        output_layer.bias.view(6, 200)[2] += 100.0
+    policy = tmp_path / "policy_last.pth"
+    torch.save({"algorithm": algorithm.state_dict(), "script": "atari_cql.py"}, policy)
+    buffer = write_atari_buffer(tmp_path / "pong.hdf5")
+    result = run_probe("--buffer", str(buffer), "--policies", str(policy))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "greedy action shares [0. 0. 1. 0. 0. 0.]" in result.stdout, result.stdout
+
+    torch.save({"algorithm": algorithm.state_dict(), "script": "atari_il.py"}, policy)
+    result = run_probe("--buffer", str(buffer), "--policies", str(policy))
+    assert result.returncode == 2 and "load it with atari_il.py" in result.stderr
