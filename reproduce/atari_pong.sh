@@ -65,6 +65,8 @@
 #   bash reproduce/atari_pong.sh        (from the repository root; rerun to continue)
 #   USE_COMMITTED_EXPERT=1 bash reproduce/atari_pong.sh   skips step 1: records and compares with
 #                                       the committed expert, runs/atari_qrdqn/PongNoFrameskip-v4/
+#   TABLE_ONLY=1 ...                    skips step 4: the table from the runs finished so far
+#   NUM_CPUS=1 ...                      one run at a time (the other core is busy)
 # log/ may be a link to a folder outside the clone (ln -s ~/offline-runs/log log), so that a
 # fresh checkout continues the same runs.
 set -euo pipefail
@@ -102,36 +104,78 @@ for subset in 1e5:100000 1e4:10000; do
   fi
 done
 
-# 4. offline: 5 epochs of 10,000 gradient steps, one run per core; finished runs are skipped
-#    and interrupted ones continued by sweep.py
-SWEEP=(--task $TASK --epoch 5 --num-cpus "${NUM_CPUS:-2}" --cpus-per-run 1)
-python examples/offline/sweep.py --scripts atari_il atari_cql --datasets "$DATA/expert.hdf5" \
-  --seeds 0 1 2 --sweep-dir log/results-pong "${SWEEP[@]}"
-python examples/offline/sweep.py --scripts atari_bcq atari_crr --datasets "$DATA/expert.hdf5" \
-  --seeds 0 --sweep-dir log/results-pong "${SWEEP[@]}"
-# CRR w/ CQL: the same script with the conservative penalty, in a sweep directory of its own
-python examples/offline/sweep.py --scripts atari_crr --datasets "$DATA/expert.hdf5" \
-  --seeds 0 --sweep-dir log/results-pong-crr-cql "${SWEEP[@]}" --min-q-weight 10
-# CQL with --min-q-weight 1 on 1M (its own sweep directory: the seeds would collide): at
-# Tianshou's 10 the quantiles blow up on this buffer (2026-12-05: seed 0 lost every game; in
-# 1,500 updates the quantile spread grew to 26-36 at 10 and stayed at ~1.4 at 1:
-# reproduce/atari_cql_probe.py, output in examples/offline/results/atari-pong/cql_probe.txt)
-python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.hdf5" \
-  --seeds 0 --sweep-dir log/results-pong-cql-w1 "${SWEEP[@]}" --min-q-weight 1
-# CQL on the subsets with Tianshou's weights: its default 10 on 1e5, 1 on 1e4
-python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.size_1e5.hdf5" \
-  --seeds 0 --sweep-dir log/results-pong "${SWEEP[@]}" --min-q-weight 10
-python examples/offline/sweep.py --scripts atari_cql --datasets "$DATA/expert.size_1e4.hdf5" \
-  --seeds 0 --sweep-dir log/results-pong "${SWEEP[@]}" --min-q-weight 1
+# 4. offline: 5 epochs of 10,000 gradient steps. Two lanes of runs, one per core (NUM_CPUS=1:
+#    one after the other), of about equal cost by the measured times above; each lane starts with
+#    a 1.7-hour run never made before and an IL seed, so a first sitting of 2.5 hours gives BCQ,
+#    CRR and two IL seeds. Finished runs are skipped and interrupted ones continued by sweep.py.
+TABLE=examples/offline/results/atari-pong
+# A fresh clone continues where the committed table stopped: the run summaries kept beside it
+# mark those runs finished (-n: a run of this machine is never overwritten).
+for kept in "$TABLE"/runs/results-pong*/; do
+  if [[ -d $kept ]]; then cp -rn "$kept" log/; fi
+done
+ONE_M=$DATA/expert.hdf5
+# a failed run does not stop its lane (sweep.py lists it at the end); the lane then returns 1
+sweep() {
+  python examples/offline/sweep.py --task $TASK --epoch 5 --num-cpus 1 --cpus-per-run 1 "$@" ||
+    SWEEP_FAILED=1
+}
+lane_a() {
+  sweep --scripts atari_crr --datasets "$ONE_M" --seeds 0 --sweep-dir log/results-pong
+  sweep --scripts atari_il --datasets "$ONE_M" --seeds 0 --sweep-dir log/results-pong
+  # CQL with --min-q-weight 1 on 1M (its own sweep directory: the seeds would collide): at
+  # Tianshou's 10 the quantiles blow up on this buffer (2026-12-05: seeds 0 and 1 lost every
+  # game; in 1,500 updates the quantile spread grew to 26-36 at 10 and stayed at ~1.4 at 1:
+  # reproduce/atari_cql_probe.py, output in examples/offline/results/atari-pong/cql_probe.txt)
+  sweep --scripts atari_cql --datasets "$ONE_M" --seeds 0 --sweep-dir log/results-pong-cql-w1 \
+    --min-q-weight 1
+  # CQL on the subsets with Tianshou's weights: its default 10 on 1e5 (1 on 1e4, lane b)
+  sweep --scripts atari_cql --datasets "$DATA/expert.size_1e5.hdf5" --seeds 0 \
+    --sweep-dir log/results-pong --min-q-weight 10
+  sweep --scripts atari_il --datasets "$ONE_M" --seeds 2 --sweep-dir log/results-pong
+  sweep --scripts atari_cql --datasets "$ONE_M" --seeds 2 --sweep-dir log/results-pong
+  [[ -z ${SWEEP_FAILED:-} ]]
+}
+lane_b() {
+  sweep --scripts atari_bcq --datasets "$ONE_M" --seeds 0 --sweep-dir log/results-pong
+  sweep --scripts atari_il --datasets "$ONE_M" --seeds 1 --sweep-dir log/results-pong
+  sweep --scripts atari_cql --datasets "$ONE_M" --seeds 0 --sweep-dir log/results-pong
+  # CRR w/ CQL: the same script with the conservative penalty, in a sweep directory of its own
+  sweep --scripts atari_crr --datasets "$ONE_M" --seeds 0 --sweep-dir log/results-pong-crr-cql \
+    --min-q-weight 10
+  sweep --scripts atari_cql --datasets "$DATA/expert.size_1e4.hdf5" --seeds 0 \
+    --sweep-dir log/results-pong --min-q-weight 1
+  sweep --scripts atari_cql --datasets "$ONE_M" --seeds 1 --sweep-dir log/results-pong
+  [[ -z ${SWEEP_FAILED:-} ]]
+}
+failed=
+if [[ -n ${TABLE_ONLY:-} ]]; then
+  :  # only the table (step 5), from the runs finished so far
+elif [[ ${NUM_CPUS:-2} -ge 2 ]]; then
+  lane_a & a=$!
+  lane_b & b=$!
+  wait $a || failed=1
+  wait $b || failed=1
+else
+  lane_a || failed=1
+  lane_b || failed=1
+fi
+if [[ -n $failed ]]; then
+  echo "atari_pong.sh: some runs failed (their run.log files are listed above); rerun this file" \
+    "to retry them before the table is made" >&2
+  exit 1
+fi
 
 # 5. the table in Tianshou's Atari layout: a row per buffer, a column per algorithm, our expert
 #    (Online QRDQN) and the whole games of each buffer (Behavioral) beside them, Tianshou's
 #    published figures below ours. --keep-runs keeps the run summaries and the buffers' returns
 #    (runs/behaviour.json), from which test/test_results_tables.py makes the table again.
-TABLE=examples/offline/results/atari-pong
+sweeps=()  # those with runs so far (with TABLE_ONLY=1, some may not have started)
+for dir in log/results-pong log/results-pong-crr-cql log/results-pong-cql-w1; do
+  if [[ -d $dir ]]; then sweeps+=("$dir"); fi
+done
 rm -rf "${TABLE:?}/runs"
-python examples/offline/aggregate_results.py log/results-pong log/results-pong-crr-cql \
-  log/results-pong-cql-w1 \
+python examples/offline/aggregate_results.py "${sweeps[@]}" \
   --layout atari --expert-run "$EXPERT_RUN" \
   --buffers "$DATA/expert.hdf5" "$DATA/expert.size_1e5.hdf5" "$DATA/expert.size_1e4.hdf5" \
   --references reproduce/atari_references.json \

@@ -214,14 +214,23 @@ def label_variants(runs: list[Run]) -> None:
                     run.algorithm += f" {label}" if label else ""
 
 
+def _kept_name(run: Run) -> Path:
+    """Where --keep-runs keeps a run below ``runs/``: ``<sweep>/<dataset>/<script>/<seed>``, the
+    last four parts of its directory, which name it in a sweep; the online expert's directory
+    can be anywhere (the committed one is in the repository), so it goes to a fixed place."""
+    if _script(run.algorithm) == EXPERT_SCRIPT:
+        return Path(EXPERT_KEPT_DIR, str(run.args.get("task", run.family)), f"seed{run.seed}")
+    return Path(*run.directory.resolve().parts[-4:])
+
+
 def keep_runs(runs: list[Run], out_dir: Path) -> list[Path]:
     """Copy each run's summary, with its update speed, to ``out_dir/runs/<sweep>/<dataset>/
-    <script>/<seed>/summary.json`` (the last four parts of the run's directory, which name it
-    in a sweep): what the tables and plots are made from again."""
+    <script>/<seed>/summary.json`` (``_kept_name``): what the tables and plots are made from
+    again."""
     kept: dict[Path, Path] = {}
     for run in runs:
         directory = run.directory.resolve()
-        path = out_dir / KEPT_RUNS_DIR / Path(*directory.parts[-4:]) / SUMMARY_NAME
+        path = out_dir / KEPT_RUNS_DIR / _kept_name(run) / SUMMARY_NAME
         if path in kept and kept[path] != directory:
             raise UserInputError(
                 f"--keep-runs: {kept[path]} and {directory} would both be kept as {path}; "
@@ -389,6 +398,7 @@ def format_tables(
 # ----------------------------------------------------------------------------------------------
 
 EXPERT_SCRIPT = "atari_qrdqn"  # the online expert whose play the buffers record
+EXPERT_KEPT_DIR = "online-expert"  # below --out/runs: its summary, kept by --keep-runs
 BEHAVIOUR_NAME = "behaviour.json"  # below --out/runs: the buffers' returns, kept by --keep-runs
 ONLINE_HEADER, BEHAVIOUR_HEADER = "Online QRDQN", "Behavioral"  # Tianshou's headers
 
