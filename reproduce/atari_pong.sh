@@ -126,7 +126,8 @@ lane_a() {
   # CQL with --min-q-weight 1 on 1M (its own sweep directory: the seeds would collide): at
   # Tianshou's 10 the quantiles blow up on this buffer (2026-12-05: seeds 0 and 1 lost every
   # game; in 1,500 updates the quantile spread grew to 26-36 at 10 and stayed at ~1.4 at 1:
-  # reproduce/atari_cql_probe.py, output in examples/offline/results/atari-pong/cql_probe.txt)
+  # reproduce/atari_cql_probe.py, output in examples/offline/results/atari-pong/cql_probe.txt);
+  # at 1 they stay in place, but seed 0 lost every game too (examples/offline/README.md)
   sweep --scripts atari_cql --datasets "$ONE_M" --seeds 0 --sweep-dir log/results-pong-cql-w1 \
     --min-q-weight 1
   # CQL on the subsets with Tianshou's weights: its default 10 on 1e5 (1 on 1e4, lane b)
