@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Why discrete CQL loses every Pong game at Tianshou's --min-q-weight 10: a short probe.
+"""Why discrete CQL's return quantiles blow up on Pong at Tianshou's --min-q-weight 10: a probe.
 
 Runs atari_cql.py's own update (eager, one thread) on a recorded buffer and, every --every
 updates, reads the return quantiles of 100 fixed buffer states. It prints the QR and CQL losses,

@@ -36,6 +36,12 @@
 #      sittings (resumed from a checkpoint at 1.2M env steps); 137 env steps/s overall.
 #   2. recording 1M transitions: 20 min 17 s (821 steps/s), peak RSS 8.0 GiB; behaviour -3.8.
 #   4. IL 50k updates: 40.5 and 40.2 min; CQL 73.5 min (including the evaluations).
+# MEASURED again, same kind of machine, 2026-12-05, a fresh one (the first sitting's runs were
+# lost with its machine; USE_COMMITTED_EXPERT=1), two runs at a time, one per core:
+#   2. recording 1M transitions: 14 min 6 s (1,183 steps/s; the test suite on the other core),
+#      peak RSS 8.0 GiB; behaviour -3.8 ± 8.4 over 336 games, the first recording's return.
+#   4. start to summary (buffer load, --compile, 50k updates, 6 evaluations of 10 games): IL
+#      17.5 and 17.7 min, CQL 32 min (weights 10 and 1), BCQ 35 min, CRR 33 min; 9.7 GB RSS each.
 # ESTIMATED from the rates above (before these runs):
 #   1. expert: Pong reaches 20 after roughly 1-2M env steps (Tianshou's Pong agents: ~15 epochs
 #      of 100k), at ~130-150 env steps/s with the compiled update (collection 14 ms + update
@@ -51,7 +57,8 @@
 #      faster): IL 18 upd/s -> 46 min, CQL ~10.6 -> 1.3 h, BCQ ~8 and CRR / CRR w/ CQL ~8 ->
 #      1.7 h, plus ~5 min for 6 evaluations of 10 games and ~30 s to load the 1M buffer.
 #      All 11 runs: ~15 core-hours, ~8 h with two runs at a time (each 1M run holds 7 GB: two
-#      need ~16 GB of RAM; NUM_CPUS=1 runs them one by one).
+#      need ~16 GB of RAM; NUM_CPUS=1 runs them one by one). Measured since (above): 17-35 min
+#      a run, all 11 about 6 core-hours, 3 h on two cores, and 9.7 GB for each 1M run.
 #   Breakout (not in this file): Tianshou's 100 epochs of 100k env steps without an early stop,
 #   10M env steps, ~20 h of expert training at the compiled rate on a CPU core: a GPU job.
 # On one GPU, ESTIMATED from the H200 rows of benchmarks/README.md (2026-12-04: online QR-DQN
