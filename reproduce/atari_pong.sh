@@ -112,9 +112,9 @@ for subset in 1e5:100000 1e4:10000; do
 done
 
 # 4. offline: 5 epochs of 10,000 gradient steps. Two lanes of runs, one per core (NUM_CPUS=1:
-#    one after the other), of about equal cost by the measured times above; each lane starts with
-#    a 1.7-hour run never made before and an IL seed, so a first sitting of 2.5 hours gives BCQ,
-#    CRR and two IL seeds. Finished runs are skipped and interrupted ones continued by sweep.py.
+#    one after the other), of about equal cost (~3 h each by the times measured above); each
+#    lane starts with a run of its own column (CRR, BCQ) and an IL seed. Finished runs are
+#    skipped and interrupted ones continued by sweep.py.
 TABLE=examples/offline/results/atari-pong
 # A fresh clone continues where the committed table stopped: the run summaries kept beside it
 # mark those runs finished (-n: a run of this machine is never overwritten).
