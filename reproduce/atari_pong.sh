@@ -12,6 +12,7 @@
 #                                          0) on 1M; CQL on 1e5 (weight 10) and 1e4 (weight 1)
 #   log/results-pong-crr-cql/...           CRR w/ CQL (--min-q-weight 10) on 1M
 #   log/results-pong-cql-w1/...            CQL with --min-q-weight 1 on 1M
+#   log/results-pong-cql-w0/...            --min-q-weight 0 (offline QR-DQN) on 1M, a diagnostic
 #   examples/offline/results/atari-pong/   the table (results.md), learning curves, and the kept
 #                                          run summaries and buffers' returns (runs/) to commit;
 #                                          the table also goes into examples/offline/README.md
@@ -142,6 +143,9 @@ lane_a() {
     --sweep-dir log/results-pong --min-q-weight 10
   sweep --scripts atari_il --datasets "$ONE_M" --seeds 2 --sweep-dir log/results-pong
   sweep --scripts atari_cql --datasets "$ONE_M" --seeds 2 --sweep-dir log/results-pong
+  # weight 0, i.e. offline QR-DQN: does the Q-learning part alone lose on this buffer?
+  sweep --scripts atari_cql --datasets "$ONE_M" --seeds 0 --sweep-dir log/results-pong-cql-w0 \
+    --min-q-weight 0
   [[ -z ${SWEEP_FAILED:-} ]]
 }
 lane_b() {
@@ -179,7 +183,7 @@ fi
 #    published figures below ours. --keep-runs keeps the run summaries and the buffers' returns
 #    (runs/behaviour.json), from which test/test_results_tables.py makes the table again.
 sweeps=()  # those with runs so far (with TABLE_ONLY=1, some may not have started)
-for dir in log/results-pong log/results-pong-crr-cql log/results-pong-cql-w1; do
+for dir in log/results-pong log/results-pong-crr-cql log/results-pong-cql-w{1,0}; do
   if [[ -d $dir ]]; then sweeps+=("$dir"); fi
 done
 rm -rf "${TABLE:?}/runs"
