@@ -36,15 +36,37 @@
 #   TABLES_ONLY=1 bash reproduce/d4rl_made_tables.sh  # only the tables, from the runs so far
 #   SKIP_MAKE=1 ...                                   # the data is being made elsewhere
 #   NUM_CPUS=1 ...                                    # one run at a time (the other core is busy)
+#   PROTOCOL=paper NUM_CPUS=16 ...                    # the papers' protocol, on a GPU (below)
+#
+# The papers' protocol (PROTOCOL=paper): 1,000,000 gradient steps (200 epochs x 5,000), every
+# network at its paper's size (the scripts' defaults: BCQ 400 x 300 with a 750 x 750 VAE, CQL
+# 3 x 256), ReBRAC's batch 1024, 3 seeds in every table; runs in log/tables-paper/, tables in
+# examples/offline/results/paper-protocol/ (not put into the README). 123 runs: IL 24, TD3+BC 39,
+# BCQ 12, CQL 12, IQL 18, ReBRAC 18. ESTIMATED cost on one H200 from its measured update rates
+# (benchmarks/README.md, 2026-12-04: 1M updates IL 1.4 min, TD3+BC 4.1, IQL 5.5, ReBRAC 9.4,
+# CQL 24; BCQ not measured there, ~15 from its CPU rate relative to CQL's): ~15.5 GPU-hours of
+# updates one run at a time, plus 200 evaluations of 10 episodes per run (~13 min a run on the
+# H100's host; --eval-in-background takes them off the training process). sweep.py puts 4 runs
+# on one GPU (--gpus-per-run 0.25); how much that shortens the 15.5 h is not measured. On this
+# 2-core CPU the same protocol would take well over 1,000 core-hours (BCQ and CQL at their papers'
+# sizes run at 4-7 upd/s: 40-60 h for each of their 24 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export OMP_NUM_THREADS=1
 DATA="${D4RL_MADE_DIR:-$HOME/.d4rl/made}"
 SEEDS="${SEEDS:-0 1 2}"
+if [ "${PROTOCOL:-cpu}" = paper ]; then
+  EPOCHS=200 LOG=log/tables-paper RESULTS=examples/offline/results/paper-protocol
+  BCQ_SIZES=() CQL_SIZES=() REBRAC_BATCH=(--batch-size 1024) INTO=() CORL_SEEDS=3
+else  # the CPU protocol: 100k steps, BCQ and CQL at 64 x 64, table 3 with 2 seeds
+  EPOCHS=20 LOG=log/tables RESULTS=examples/offline/results
+  BCQ_SIZES=(--hidden-sizes 64 64 --vae-hidden-sizes 128 128) CQL_SIZES=(--hidden-sizes 64 64)
+  REBRAC_BATCH=() CORL_SEEDS=2
+  INTO=(--into examples/offline/README.md)
+fi
 SWEEP=(python examples/offline/sweep.py --num-cpus "${NUM_CPUS:-2}" --cpus-per-run 1
-  --epoch 20 --epoch-num-steps 5000 --batch-size 256 --test-num 10 --compile)
-SMALL=(--hidden-sizes 64 64)
+  --epoch "$EPOCHS" --epoch-num-steps 5000 --batch-size 256 --test-num 10 --compile)
 
 made() { echo "$DATA/$1-made-$2"*.hdf5; }  # the one file of a task's level
 HALFCHEETAH=("$(made halfcheetah medium-1m)" "$(made halfcheetah expert)")
@@ -58,8 +80,8 @@ REBRAC=("${CORL[0]} 0.01 0.01" "${CORL[1]} 0.05 0.1" "${CORL[2]} 0.05 0.5" "${CO
 
 # A fresh clone continues where the committed tables stopped: the summaries kept next to them mark
 # those runs finished (-n: a run of this machine is never overwritten).
-mkdir -p log/tables
-for kept in examples/offline/results/d4rl-*/runs/*/; do cp -rn "$kept" log/tables/; done
+mkdir -p "$LOG"
+for kept in "$RESULTS"/d4rl-*/runs/*/; do if [ -d "$kept" ]; then cp -rn "$kept" "$LOG"/; fi; done
 
 if [ -z "${TABLES_ONLY:-}" ]; then
   for task in halfcheetah walker2d hopper; do  # ~25 min per task on 2 cores, bit for bit
@@ -69,35 +91,32 @@ if [ -z "${TABLES_ONLY:-}" ]; then
     fi
   done
   for seed in $SEEDS; do
-    run=("${SWEEP[@]}" --seeds "$seed" --sweep-dir log/tables/d4rl)
-    if [ "$seed" -lt 2 ]; then  # table 3's IQL and ReBRAC first: no other table has them
+    run=("${SWEEP[@]}" --seeds "$seed" --sweep-dir "$LOG"/d4rl)
+    if [ "$seed" -lt "$CORL_SEEDS" ]; then  # table 3's IQL and ReBRAC first: no other table has them
       "${run[@]}" --scripts d4rl_iql --datasets "${CORL[@]}"
       # ReBRAC with the paper's per-dataset BC coefficients (examples/offline/README.md)
       for dataset_coefs in "${REBRAC[@]}"; do
         read -r dataset actor_bc critic_bc <<< "$dataset_coefs"
         "${run[@]}" --scripts d4rl_rebrac --datasets "$dataset" \
-          --actor-bc-coef "$actor_bc" --critic-bc-coef "$critic_bc"
+          --actor-bc-coef "$actor_bc" --critic-bc-coef "$critic_bc" "${REBRAC_BATCH[@]}"
       done
     fi
     "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${HALFCHEETAH[@]}" "${WALKER[0]}"
     "${run[@]}" --scripts d4rl_td3_bc --datasets "${WALKER[1]}"  # IL on Walker2d expert: no table
-    "${SWEEP[@]}" --seeds "$seed" --sweep-dir log/tables/d4rl-norm-obs-0 --scripts d4rl_td3_bc \
+    "${SWEEP[@]}" --seeds "$seed" --sweep-dir "$LOG"/d4rl-norm-obs-0 --scripts d4rl_td3_bc \
       --datasets "${HALFCHEETAH[@]}" "${WALKER[@]}" --norm-obs 0
-    "${run[@]}" --scripts d4rl_bcq --datasets "${HALFCHEETAH[@]}" "${SMALL[@]}" \
-      --vae-hidden-sizes 128 128
-    "${run[@]}" --scripts d4rl_cql --datasets "${HALFCHEETAH[@]}" "${SMALL[@]}"
-    if [ "$seed" -lt 2 ]; then  # table 3: two seeds
+    "${run[@]}" --scripts d4rl_bcq --datasets "${HALFCHEETAH[@]}" "${BCQ_SIZES[@]}"
+    "${run[@]}" --scripts d4rl_cql --datasets "${HALFCHEETAH[@]}" "${CQL_SIZES[@]}"
+    if [ "$seed" -lt "$CORL_SEEDS" ]; then  # table 3: two seeds on the CPU
       "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${CORL[@]}"
-      "${run[@]}" --scripts d4rl_bcq --datasets "${CORL_MEDIUM[@]}" "${SMALL[@]}" \
-        --vae-hidden-sizes 128 128
-      "${run[@]}" --scripts d4rl_cql --datasets "${CORL_MEDIUM[@]}" "${SMALL[@]}"
+      "${run[@]}" --scripts d4rl_bcq --datasets "${CORL_MEDIUM[@]}" "${BCQ_SIZES[@]}"
+      "${run[@]}" --scripts d4rl_cql --datasets "${CORL_MEDIUM[@]}" "${CQL_SIZES[@]}"
     fi
   done
 fi
 
 # The tables: each from the runs it shows, their summaries kept next to it (to commit).
-RUNS=log/tables/d4rl
-RESULTS=examples/offline/results
+RUNS=$LOG/d4rl
 table() {  # table NAME RUN_FOLDER...: results.md, plots and kept runs of one table
   local name=$1
   shift
@@ -106,10 +125,10 @@ table() {  # table NAME RUN_FOLDER...: results.md, plots and kept runs of one ta
   [ ${#present[@]} -gt 0 ] || return 0
   rm -rf "${RESULTS:?}/$name/runs"
   python examples/offline/aggregate_results.py "${present[@]}" --out "$RESULTS/$name" --keep-runs \
-    --references reproduce/d4rl_references.json --into examples/offline/README.md
+    --references reproduce/d4rl_references.json "${INTO[@]}"
 }
 table d4rl-halfcheetah "$RUNS"/halfcheetah-made-{medium,expert}-1m
 # (a dataset given as TASK=FILE has its run folder named TASK_NAME)
 table d4rl-obs-norm "$RUNS"/{,Walker2d-v5_}{halfcheetah,walker2d}-made-{medium,expert}-1m/d4rl_td3_bc \
-  log/tables/d4rl-norm-obs-0
+  "$LOG"/d4rl-norm-obs-0
 table d4rl-corl "$RUNS"/hopper-made-* "$RUNS"/Walker2d-v5_walker2d-made-medium-*
