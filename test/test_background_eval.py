@@ -45,6 +45,12 @@ def argv_for(random_hopper: Path, run_dir: Path) -> list[str]:
     return TINY + RUN + ["--expert-data-task", str(random_hopper), "--run-dir", str(run_dir)]
 
 
+def children_left(before: list[multiprocessing.process.BaseProcess]) -> list:
+    """The child processes started since ``before`` that are still alive: a pytest worker may
+    still be reaping other tests' environment processes, which are not this run's."""
+    return [p for p in multiprocessing.active_children() if p not in before]
+
+
 def tensors_of(path: Path) -> dict[str, torch.Tensor]:
     payload = torch.load(path, weights_only=False)
     return {k: v for k, v in payload["algorithm"].items() if isinstance(v, torch.Tensor)}
@@ -67,8 +73,9 @@ def in_process(random_hopper: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_same_history_and_best_policy_as_evaluating_in_process(
     in_process: dict, random_hopper: Path, tmp_path: Path
 ) -> None:
+    before = multiprocessing.active_children()
     background = d4rl_td3_bc.main(argv_for(random_hopper, tmp_path) + ["--eval-in-background"])
-    assert multiprocessing.active_children() == []  # the worker ended with the run
+    assert children_left(before) == []  # the worker ended with the run
 
     assert [h["gradient_step"] for h in background["history"]] == [0, 40, 80, 120]
     assert background["history"] == in_process["history"]
@@ -86,6 +93,7 @@ def test_resume_evaluates_what_the_checkpoint_was_waiting_for(
 ) -> None:
     argv = argv_for(random_hopper, tmp_path) + ["--eval-in-background"]
     save_checkpoint = OfflineRun._save_checkpoint
+    before = multiprocessing.active_children()
 
     def save_then_stop_after_epoch_2(run: OfflineRun, epoch: int, *steps: int) -> str:
         path = save_checkpoint(run, epoch, *steps)
@@ -101,7 +109,7 @@ def test_resume_evaluates_what_the_checkpoint_was_waiting_for(
         pytest.raises(Interrupted),
     ):
         d4rl_td3_bc.main(argv)
-    assert multiprocessing.active_children() == []  # the worker ended with the failed run
+    assert children_left(before) == []  # the worker ended with the failed run
     checkpoint = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
     assert checkpoint["epoch"] == 2 and checkpoint["history"] == []
     assert [p["epoch"] for p in checkpoint["pending_evaluations"]] == [0, 1]
@@ -114,7 +122,7 @@ def test_resume_evaluates_what_the_checkpoint_was_waiting_for(
     assert resumed["final"] == in_process["final"]
     reference = Path(in_process["log_path"])
     assert_same_tensors(tmp_path / "policy_best.pth", reference / "policy_best.pth")
-    assert multiprocessing.active_children() == []
+    assert children_left(before) == []
 
 
 @pytest.mark.parametrize("error", [RuntimeError("a bug in training"), KeyboardInterrupt()])
@@ -124,10 +132,11 @@ def test_no_worker_outlives_a_run_stopped_by_an_error(
     training_step = training._ProgressOfflineTrainer._training_step
     calls = itertools.count(1)
     workers_at_failure = []
+    before = multiprocessing.active_children()
 
     def fail_in_epoch_2(trainer: training._ProgressOfflineTrainer):
         if next(calls) == 50:
-            workers_at_failure.extend(multiprocessing.active_children())
+            workers_at_failure.extend(children_left(before))
             raise error
         return training_step(trainer)
 
@@ -138,7 +147,7 @@ def test_no_worker_outlives_a_run_stopped_by_an_error(
     ):
         d4rl_td3_bc.main(argv)
     assert len(workers_at_failure) == 1
-    assert multiprocessing.active_children() == []
+    assert children_left(before) == []
     assert not workers_at_failure[0].is_alive()
 
 
@@ -166,8 +175,9 @@ def tiny_hopper_policy() -> ContinuousDeterministicPolicy:
 )
 def test_worker_errors_reach_the_training_process(make_envs, error, message) -> None:
     policy = tiny_hopper_policy()
+    before = multiprocessing.active_children()
     with BackgroundEvaluator(policy, EvalSetup(make_envs=make_envs, seed=0), 1) as evaluator:
         evaluator.submit(0, 0, policy.state_dict())
         with pytest.raises(error, match=message):
             evaluator.remaining_results()
-    assert multiprocessing.active_children() == []
+    assert children_left(before) == []

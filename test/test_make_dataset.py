@@ -3,6 +3,8 @@ training, medium-replay rebuilt from the action log, and the bundled dataset."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
@@ -292,30 +294,55 @@ def test_bundled_dataset_is_small_documented_and_better_than_random():
 
 @pytest.mark.parametrize("task", ["halfcheetah", "hopper", "walker2d"])
 def test_make_reproduces_the_committed_checksums(task, tmp_path):
-    """`make` from the committed snapshots gives the same first transitions, bit for bit, as
-    when the snapshots were exported (checksums.json, written by `export`)."""
+    """`make` from the committed snapshots gives the same first transitions, bit for bit, as on
+    one of the machines checksums.json records (the exporting one first: `export` writes it)."""
     snapshots = OFFLINE_DIR / "snapshots" / task
-    expected = tool.json.loads((snapshots / tool.CHECKSUMS).read_text())
-    n = expected["num_transitions"]
+    recorded = tool.recorded_checksums(snapshots)
+    n = recorded[0]["num_transitions"]
     tool.main(
         ["make", "--snapshots", str(snapshots), "--levels", "random", "medium", "expert",
          "--num-transitions", str(n), "--num-envs", "1", "--workers", "1", "--seed", "0",
          "--out", str(tmp_path)]
     )  # fmt: skip
+    made = {}
     for level in ("random", "medium", "expert"):
         with h5py.File(tmp_path / f"{task}-made-{level}-{n}.hdf5", "r") as f:
-            data = {key: f[key][()] for key in tool.D4RL_KEYS}
-        assert tool.data_checksum(data) == expected["levels"][level], (
-            level,
-            expected["written_on"],
-        )
+            made[level] = tool.data_checksum({key: f[key][()] for key in tool.D4RL_KEYS})
     with np.load(snapshots / tool.ACTION_LOG) as arrays:
         log = tool.ActionLog.from_arrays(tool.ActionLog.from_arrays(dict(arrays)).to_arrays(upto=n))
     replayed = tool.replay_action_log(tool.load_index(snapshots)["task"], log).data
-    assert tool.data_checksum(replayed) == expected["levels"]["medium-replay"]
+    made["medium-replay"] = tool.data_checksum(replayed)
+    machines = [entry["written_on"] for entry in recorded]
+    assert any(entry["levels"] == made for entry in recorded), (
+        tool.platform_description(),
+        machines,
+    )
+    # Uniform random actions and the replayed action log do not go through torch: every machine
+    # gives the same data for them.
+    for level in ("random", "medium-replay"):
+        assert {entry["levels"][level] for entry in recorded} == {made[level]}
     # The checksum sees a change of one bit.
     replayed["rewards"][0] = np.nextafter(replayed["rewards"][0], np.float32(np.inf))
-    assert tool.data_checksum(replayed) != expected["levels"]["medium-replay"]
+    assert tool.data_checksum(replayed) != made["medium-replay"]
+
+
+def test_checksums_refuses_an_unrecorded_machine_and_adds_it(tmp_path, capsys):
+    """`checksums` tells a new kind of CPU (or a changed maker) from a known one; --add adds it."""
+    snapshots = tmp_path / "hopper"
+    shutil.copytree(OFFLINE_DIR / "snapshots" / "hopper", snapshots)
+    recorded = json.loads((snapshots / tool.CHECKSUMS).read_text())
+    for entry in [recorded, *recorded.get(tool.OTHER_MACHINES, [])]:
+        entry["levels"]["medium"] = "0" * 64  # as if no recorded machine made this data
+    (snapshots / tool.CHECKSUMS).write_text(json.dumps(recorded))
+    with pytest.raises(UserInputError, match="does not record: .* add it with --add"):
+        tool.main(["checksums", "--snapshots", str(snapshots)])
+    tool.main(["checksums", "--snapshots", str(snapshots), "--add"])
+    added = tool.recorded_checksums(snapshots)[-1]
+    assert added["written_on"] == tool.platform_description()
+    assert added["levels"]["random"] == recorded["levels"]["random"]  # machine-independent
+    capsys.readouterr()
+    tool.main(["checksums", "--snapshots", str(snapshots)])
+    assert "make reproduces the checksums written on" in capsys.readouterr().out
 
 
 def test_a_log_cut_where_an_episode_ends_replays_without_the_next_seed():

@@ -73,6 +73,9 @@ SNAPSHOT_INDEX = "index.json"
 ACTION_LOG = "replay_actions.npz"
 CHECKPOINT = "checkpoint.pt"
 CHECKSUMS = "checksums.json"  # written by export: what make must reproduce from the folder
+# The policy levels depend on the CPU family (torch's float32 kernels round differently on
+# AMD EPYC and on AVX-512 Intel), so checksums.json can hold further machines' checksums here.
+OTHER_MACHINES = "other_machines"
 CHECKSUM_TRANSITIONS = 300
 
 # The MuJoCo locomotion tasks D4RL made data for; D4RL's bare names ("hopper") are accepted too.
@@ -859,6 +862,37 @@ def reproduction_checksums(snapshot_dir: Path) -> dict[str, Any]:
     }
 
 
+def recorded_checksums(snapshot_dir: Path) -> list[dict[str, Any]]:
+    """Every machine's checksums in checksums.json: the exporting machine's, then the others'."""
+    recorded = json.loads((snapshot_dir / CHECKSUMS).read_text())
+    return [recorded, *recorded.get(OTHER_MACHINES, [])]
+
+
+def checksums(args: argparse.Namespace) -> None:
+    """Check that ``make`` on this machine gives data that checksums.json records; with --add,
+    record this machine's checksums there when they are new (a new kind of CPU)."""
+    snapshot_dir = Path(args.snapshots).expanduser()
+    if not (snapshot_dir / CHECKSUMS).is_file():
+        raise UserInputError(f"{snapshot_dir / CHECKSUMS} is missing: run `export` first")
+    here = reproduction_checksums(snapshot_dir)
+    for entry in recorded_checksums(snapshot_dir):
+        if entry["levels"] == here["levels"]:
+            print(f"make reproduces the checksums written on {entry['written_on']}")
+            return
+    if not args.add:
+        raise UserInputError(
+            f"make on this machine ({here['written_on']}) gives data that {CHECKSUMS} does not "
+            "record: if nothing in the maker changed, this is a new kind of CPU; add it with "
+            "--add"
+        )
+    recorded = json.loads((snapshot_dir / CHECKSUMS).read_text())
+    recorded.setdefault(OTHER_MACHINES, []).append(
+        {"written_on": here["written_on"], "levels": here["levels"]}
+    )
+    write_json(snapshot_dir / CHECKSUMS, recorded)
+    print(f"added the checksums of {here['written_on']} to {snapshot_dir / CHECKSUMS}")
+
+
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), for speed and reproduction records."""
     import platform
@@ -873,7 +907,7 @@ def cpu_model() -> str:
 
 
 def platform_description() -> str:
-    cpu = cpu_model()
+    cpu = f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()})"  # the kernels torch picks
     return f"{cpu}; mujoco {versions()['mujoco_version']}; torch {torch.__version__}"
 
 
@@ -1200,9 +1234,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument(
         "--out", default=DEFAULT_OUT_DIR, help=f"output folder (default {DEFAULT_OUT_DIR})"
     )
+    c = modes.add_parser("checksums", help="check (or --add) this machine's make checksums")
+    c.add_argument("--snapshots", required=True, help="an exported folder with checksums.json")
+    c.add_argument("--add", action="store_true", help="record them if this CPU is new")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    {"train": train, "export": export, "make": make}[args.mode](args)
+    {"train": train, "export": export, "make": make, "checksums": checksums}[args.mode](args)
