@@ -43,6 +43,12 @@
 #      peak RSS 8.0 GiB; behaviour -3.8 ± 8.4 over 336 games, the first recording's return.
 #   4. start to summary (buffer load, --compile, 50k updates, 6 evaluations of 10 games): IL
 #      17.5 and 17.7 min, CQL 32 min (weights 10 and 1), BCQ 35 min, CRR 33 min; 9.7 GB RSS each.
+# MEASURED on another kind of machine, a 2-core Intel Xeon (AVX-512) VM, 2026-12-06, fresh, with
+# USE_COMMITTED_EXPERT=1, two runs at a time (one per core):
+#   2. recording 1M transitions: 20 min (~830 steps/s; the D4RL data making on the other core);
+#      the same behaviour returns as on the AMD machines (runs/behaviour.json unchanged).
+#   4. CQL (1M, seed 2) 61.6 min and CQL on 1e4 51.7 min start to summary: twice the AMD times,
+#      with another 1M run (or the D4RL CQL run) on the other core.
 # ESTIMATED from the rates above (before these runs):
 #   1. expert: Pong reaches 20 after roughly 1-2M env steps (Tianshou's Pong agents: ~15 epochs
 #      of 100k), at ~130-150 env steps/s with the compiled update (collection 14 ms + update
