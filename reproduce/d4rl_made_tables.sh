@@ -25,8 +25,8 @@
 #                                   each table's results.md, learning curves and kept summaries,
 #                                   also put into examples/offline/README.md (--into)
 #
-# Runs in order of seeds (seed 0 of every table first; within a seed, table 3's IQL and ReBRAC,
-# which no other table has, first), so a sweep stopped early leaves whole tables with fewer
+# Runs in order of seeds (seed 0 of every table first; within a seed, tables 1 and 2, which need
+# all three seeds, before table 3), so a sweep stopped early leaves whole tables with fewer
 # seeds; rerunning skips finished runs (those of the committed tables too) and continues
 # interrupted ones. log/ may be a link to a folder outside the clone, so that runs survive a
 # fresh checkout: ln -s ~/offline-runs/log log
@@ -96,15 +96,6 @@ for kept in "$RESULTS"/d4rl-*/runs/*/; do if [ -d "$kept" ]; then cp -rn "$kept"
 if [ -z "${TABLES_ONLY:-}" ]; then
   for seed in $SEEDS; do
     run=("${SWEEP[@]}" --seeds "$seed" --sweep-dir "$LOG"/d4rl)
-    if [ "$seed" -lt "$CORL_SEEDS" ]; then  # table 3's IQL and ReBRAC first: no other table has them
-      "${run[@]}" --scripts d4rl_iql --datasets "${CORL[@]}"
-      # ReBRAC with the paper's per-dataset BC coefficients (examples/offline/README.md)
-      for dataset_coefs in "${REBRAC[@]}"; do
-        read -r dataset actor_bc critic_bc <<< "$dataset_coefs"
-        "${run[@]}" --scripts d4rl_rebrac --datasets "$dataset" \
-          --actor-bc-coef "$actor_bc" --critic-bc-coef "$critic_bc" "${REBRAC_BATCH[@]}"
-      done
-    fi
     "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${HALFCHEETAH[@]}" "${WALKER[0]}"
     "${run[@]}" --scripts d4rl_td3_bc --datasets "${WALKER[1]}"  # IL on Walker2d expert: no table
     "${SWEEP[@]}" --seeds "$seed" --sweep-dir "$LOG"/d4rl-norm-obs-0 --scripts d4rl_td3_bc \
@@ -112,7 +103,13 @@ if [ -z "${TABLES_ONLY:-}" ]; then
     "${run[@]}" --scripts d4rl_bcq --datasets "${HALFCHEETAH[@]}" "${BCQ_SIZES[@]}"
     "${run[@]}" --scripts d4rl_cql --datasets "${HALFCHEETAH[@]}" "${CQL_SIZES[@]}"
     if [ "$seed" -lt "$CORL_SEEDS" ]; then  # table 3: two seeds on the CPU
-      "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${CORL[@]}"
+      "${run[@]}" --scripts d4rl_il d4rl_td3_bc d4rl_iql --datasets "${CORL[@]}"
+      # ReBRAC with the paper's per-dataset BC coefficients (examples/offline/README.md)
+      for dataset_coefs in "${REBRAC[@]}"; do
+        read -r dataset actor_bc critic_bc <<< "$dataset_coefs"
+        "${run[@]}" --scripts d4rl_rebrac --datasets "$dataset" \
+          --actor-bc-coef "$actor_bc" --critic-bc-coef "$critic_bc" "${REBRAC_BATCH[@]}"
+      done
       "${run[@]}" --scripts d4rl_bcq --datasets "${CORL_MEDIUM[@]}" "${BCQ_SIZES[@]}"
       "${run[@]}" --scripts d4rl_cql --datasets "${CORL_MEDIUM[@]}" "${CQL_SIZES[@]}"
     fi
