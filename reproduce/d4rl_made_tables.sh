@@ -25,10 +25,10 @@
 #                                   each table's results.md, learning curves and kept summaries,
 #                                   also put into examples/offline/README.md (--into)
 #
-# Runs in order of seeds (seed 0 of every table first; within a seed, tables 1 and 2, which need
-# all three seeds, before table 3), so a sweep stopped early leaves whole tables with fewer
-# seeds; rerunning skips finished runs (those of the committed tables too) and continues
-# interrupted ones. log/ may be a link to a folder outside the clone, so that runs survive a
+# Runs start in order of seeds (seed 0 of every table first; within a seed, tables 1 and 2,
+# which need all three seeds, before table 3), NUM_CPUS at a time, so a sweep stopped early
+# leaves whole tables with fewer seeds; rerunning skips finished runs (those of the committed
+# tables too) and continues interrupted ones. log/ may be a link to a folder outside the clone, so that runs survive a
 # fresh checkout: ln -s ~/offline-runs/log log
 #
 #   bash reproduce/d4rl_made_tables.sh            # everything (tens of CPU hours on 2 cores)
@@ -36,7 +36,7 @@
 #   TABLES_ONLY=1 bash reproduce/d4rl_made_tables.sh  # only the tables, from the runs so far
 #   SKIP_MAKE=1 ...                                   # the data is being made elsewhere
 #   NUM_CPUS=1 ...                                    # one run at a time (the other core is busy)
-#   PROTOCOL=paper NUM_CPUS=16 ...                    # the papers' protocol, on a GPU (below)
+#   PROTOCOL=paper NUM_CPUS=4 ...                     # the papers' protocol, 4 runs on a GPU (below)
 #
 # The papers' protocol (PROTOCOL=paper): 1,000,000 gradient steps (200 epochs x 5,000), every
 # network at its paper's size (the scripts' defaults: BCQ 400 x 300 with a 750 x 750 VAE, CQL
@@ -46,10 +46,10 @@
 # (benchmarks/README.md, 2026-12-04: 1M updates IL 1.4 min, TD3+BC 4.1, IQL 5.5, ReBRAC 9.4,
 # CQL 24; BCQ not measured there, ~15 from its CPU rate relative to CQL's): ~15.5 GPU-hours of
 # updates one run at a time, plus 200 evaluations of 10 episodes per run (~13 min a run on the
-# H100's host; --eval-in-background takes them off the training process). sweep.py puts 4 runs
-# on one GPU (--gpus-per-run 0.25); how much that shortens the 15.5 h is not measured. On this
-# 2-core CPU the same protocol would take well over 1,000 core-hours (BCQ and CQL at their papers'
-# sizes run at 4-7 upd/s: 40-60 h for each of their 24 runs).
+# H100's host; --eval-in-background takes them off the training process). NUM_CPUS=4 puts 4 runs
+# on one GPU (each run's sweep gives it 0.25 of the GPU); how much that shortens the 15.5 h is
+# not measured. On this 2-core CPU the same protocol would take well over 1,000 core-hours (BCQ
+# and CQL at their papers' sizes run at 4-7 upd/s: 40-60 h for each of their 24 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +65,9 @@ else  # the CPU protocol: 100k steps, BCQ and CQL at 64 x 64, table 3 with 2 see
   REBRAC_BATCH=() CORL_SEEDS=2
   INTO=(--into examples/offline/README.md)
 fi
-SWEEP=(python examples/offline/sweep.py --num-cpus "${NUM_CPUS:-2}" --cpus-per-run 1
+# Every run is a sweep of its own, NUM_CPUS of them at a time, so that no core waits for the
+# slowest run of a sweep (a finished run's sweep returns at once, without starting Ray).
+SWEEP=(python examples/offline/sweep.py --num-cpus 1 --cpus-per-run 1
   --epoch "$EPOCHS" --epoch-num-steps 5000 --batch-size 256 --test-num 10 --compile)
 
 # The data first: the file names below are those of the made files. 7-15 min per task on 2
@@ -93,27 +95,41 @@ REBRAC=("${CORL[0]} 0.01 0.01" "${CORL[1]} 0.05 0.1" "${CORL[2]} 0.05 0.5" "${CO
 mkdir -p "$LOG"
 for kept in "$RESULTS"/d4rl-*/runs/*/; do if [ -d "$kept" ]; then cp -rn "$kept" "$LOG"/; fi; done
 
-if [ -z "${TABLES_ONLY:-}" ]; then
-  for seed in $SEEDS; do
-    run=("${SWEEP[@]}" --seeds "$seed" --sweep-dir "$LOG"/d4rl)
-    "${run[@]}" --scripts d4rl_il d4rl_td3_bc --datasets "${HALFCHEETAH[@]}" "${WALKER[0]}"
-    "${run[@]}" --scripts d4rl_td3_bc --datasets "${WALKER[1]}"  # IL on Walker2d expert: no table
-    "${SWEEP[@]}" --seeds "$seed" --sweep-dir "$LOG"/d4rl-norm-obs-0 --scripts d4rl_td3_bc \
-      --datasets "${HALFCHEETAH[@]}" "${WALKER[@]}" --norm-obs 0
-    "${run[@]}" --scripts d4rl_bcq --datasets "${HALFCHEETAH[@]}" "${BCQ_SIZES[@]}"
-    "${run[@]}" --scripts d4rl_cql --datasets "${HALFCHEETAH[@]}" "${CQL_SIZES[@]}"
-    if [ "$seed" -lt "$CORL_SEEDS" ]; then  # table 3: two seeds on the CPU
-      "${run[@]}" --scripts d4rl_il d4rl_td3_bc d4rl_iql --datasets "${CORL[@]}"
-      # ReBRAC with the paper's per-dataset BC coefficients (examples/offline/README.md)
-      for dataset_coefs in "${REBRAC[@]}"; do
-        read -r dataset actor_bc critic_bc <<< "$dataset_coefs"
-        "${run[@]}" --scripts d4rl_rebrac --datasets "$dataset" \
-          --actor-bc-coef "$actor_bc" --critic-bc-coef "$critic_bc" "${REBRAC_BATCH[@]}"
-      done
-      "${run[@]}" --scripts d4rl_bcq --datasets "${CORL_MEDIUM[@]}" "${BCQ_SIZES[@]}"
-      "${run[@]}" --scripts d4rl_cql --datasets "${CORL_MEDIUM[@]}" "${CQL_SIZES[@]}"
-    fi
+# The grid, one run a line in the order the runs start: sweep directory, seed, script, dataset,
+# and the script's own arguments (the lines are split at spaces: no spaces in $DATA).
+grid=()
+add() { grid+=("--sweep-dir $1 --seeds $2 --scripts $3 --datasets ${*:4}"); }
+for seed in $SEEDS; do
+  for dataset in "${HALFCHEETAH[@]}" "${WALKER[0]}"; do
+    add "$LOG/d4rl" "$seed" d4rl_il "$dataset"
+    add "$LOG/d4rl" "$seed" d4rl_td3_bc "$dataset"
   done
+  add "$LOG/d4rl" "$seed" d4rl_td3_bc "${WALKER[1]}"  # IL on Walker2d expert: no table
+  for dataset in "${HALFCHEETAH[@]}" "${WALKER[@]}"; do
+    add "$LOG/d4rl-norm-obs-0" "$seed" d4rl_td3_bc "$dataset" --norm-obs 0
+  done
+  for dataset in "${HALFCHEETAH[@]}"; do
+    add "$LOG/d4rl" "$seed" d4rl_bcq "$dataset" "${BCQ_SIZES[@]}"
+    add "$LOG/d4rl" "$seed" d4rl_cql "$dataset" "${CQL_SIZES[@]}"
+  done
+  if [ "$seed" -lt "$CORL_SEEDS" ]; then  # table 3: two seeds on the CPU
+    for script in d4rl_il d4rl_td3_bc d4rl_iql; do
+      for dataset in "${CORL[@]}"; do add "$LOG/d4rl" "$seed" "$script" "$dataset"; done
+    done
+    for dataset in "${CORL_MEDIUM[@]}"; do
+      add "$LOG/d4rl" "$seed" d4rl_bcq "$dataset" "${BCQ_SIZES[@]}"
+      add "$LOG/d4rl" "$seed" d4rl_cql "$dataset" "${CQL_SIZES[@]}"
+    done
+    # ReBRAC with the paper's per-dataset BC coefficients (examples/offline/README.md)
+    for dataset_coefs in "${REBRAC[@]}"; do
+      read -r dataset actor_bc critic_bc <<< "$dataset_coefs"
+      add "$LOG/d4rl" "$seed" d4rl_rebrac "$dataset" --actor-bc-coef "$actor_bc" \
+        --critic-bc-coef "$critic_bc" "${REBRAC_BATCH[@]}"
+    done
+  fi
+done
+if [ -z "${TABLES_ONLY:-}" ]; then
+  printf '%s\n' "${grid[@]}" | xargs -P "${NUM_CPUS:-2}" -L 1 "${SWEEP[@]}"
 fi
 
 # The tables: each from the runs it shows, their summaries kept next to it (to commit).

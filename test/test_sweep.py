@@ -200,6 +200,31 @@ def hand_written(tmp_path) -> Path:
     return tmp_path
 
 
+def test_a_sweep_with_every_run_finished_starts_no_ray(hopper_data, tmp_path, capsys, monkeypatch):
+    """Finished runs cost a queue of one-run sweeps (reproduce/d4rl_made_tables.sh) no Ray."""
+    dataset = tmp_path / "hopper-x.hdf5"
+    dataset.write_bytes(hopper_data.read_bytes())
+    for seed in (0, 1):
+        write_summary(tmp_path / "sweep", "d4rl_il", seed, last=100.0, best=100.0, history=[])
+
+    def no_ray(*_):
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(sweep, "connect_ray", no_ray)
+    argv = [
+        "--scripts",
+        "d4rl_il",
+        "--datasets",
+        str(dataset),
+        "--sweep-dir",
+        str(tmp_path / "sweep"),
+    ]
+    assert sweep.main([*argv, "--seeds", "0", "1"], scripts_dir=SCRIPTS_DIR) == 0
+    assert "sweep: 2 runs, all finished before" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="Ray started"):  # seed 2 has no summary: it runs
+        sweep.main([*argv, "--seeds", "0", "2"], scripts_dir=SCRIPTS_DIR)
+
+
 def test_means_and_sample_standard_deviations_over_seeds(hand_written):
     runs = aggregate_results.load_runs([hand_written])
     il, cql = sorted(aggregate_results.group_runs(runs), key=lambda g: g.algorithm, reverse=True)

@@ -361,10 +361,14 @@ def main(argv: list[str] | None = None, scripts_dir: Path | None = None) -> int:
         return 0
 
     started = time.time()
-    connect_ray(args.address, args.num_cpus)
-    skipped, finished, failed = run_grid(
-        grid, extra_args, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run
-    )
+    if all(point.summary.is_file() for point in grid):  # nothing to run: no Ray to start
+        skipped, finished, failed = grid, [], []
+        print(f"sweep: {len(grid)} runs, all finished before", flush=True)
+    else:
+        connect_ray(args.address, args.num_cpus)
+        skipped, finished, failed = run_grid(
+            grid, extra_args, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run
+        )
     print(
         f"sweep finished in {(time.time() - started) / 60:.1f} min: {len(finished)} runs now, "
         f"{len(skipped)} before, {len(failed)} failed"
