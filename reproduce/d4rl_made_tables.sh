@@ -28,8 +28,8 @@
 # Runs start in order of seeds (seed 0 of every table first; within a seed, tables 1 and 2,
 # which need all three seeds, before table 3), NUM_CPUS at a time, so a sweep stopped early
 # leaves whole tables with fewer seeds; rerunning skips finished runs (those of the committed
-# tables too) and continues interrupted ones. log/ may be a link to a folder outside the clone, so that runs survive a
-# fresh checkout: ln -s ~/offline-runs/log log
+# tables too) and continues interrupted ones. log/ may be a link to a folder outside the clone,
+# so that runs survive a fresh checkout: ln -s ~/offline-runs/log log
 #
 #   bash reproduce/d4rl_made_tables.sh            # everything (tens of CPU hours on 2 cores)
 #   SEEDS="0" bash reproduce/d4rl_made_tables.sh  # the first seed of every table
